@@ -1,0 +1,407 @@
+package io.flatmon.engine;
+
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.convolution.Convolution;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+/**
+ * The fast path: docs/math.md eqs. (1)–(12) in float32 with ND4J, for a whole batch at once.
+ *
+ * <ul>
+ *   <li>Work whose weight is shared across samples is one GEMM over the batch: the conv forward
+ *       Zᵀ = [X_1; …; X_B] W_fᵀ (skipped when the trainer sends Z), and Ω = W_f W_fᵀ once per snapshot.
+ *   <li>Per-sample C×C work is batched matrix multiplication over chunks of samples: Γ_n by the
+ *       patch-Gram route M̃ K_p M̃ᵀ when P(C+d) &lt; Cd, else G Gᵀ (eq. 3), and
+ *       κ_n = Σ_k (R Q)_k·R_k with Q = Ω∘Γ_n and R = [diag(√s)Ṽ; ũ] (eq. 13).
+ *   <li>The softmax side (s, ũ, δ, diag A, loss, classifier terms) is O(KC) per sample and is done
+ *       in double by {@link SoftmaxOutput}, anchored at the top class (eq. 9).
+ * </ul>
+ *
+ * <p>Only the ND4J API is used, so the same code runs on the CPU and CUDA backends. An instance
+ * keeps its working arrays between calls of the same shape and is not thread-safe: use one per thread.
+ */
+public final class CurvatureEngine implements CurvatureComputer {
+
+  /** How Γ = G Gᵀ is formed (docs/math.md eq. 3). */
+  public enum GramRoute {
+    /** The cheaper of the two for the shape: patch-Gram when P(C+d) &lt; Cd. */
+    AUTO,
+    /** Γ = M̃ K_p M̃ᵀ with K_p = X Xᵀ (P×P). */
+    PATCH_GRAM,
+    /** Γ = G Gᵀ with G = M̃ X (C×d). */
+    FILTER_GRAM
+  }
+
+  /** Per-sample C×C arrays are processed in chunks of at most this many float elements each. */
+  private static final long CHUNK_ELEMENTS = 1L << 24;
+
+  private final GramRoute route;
+  private final Map<String, INDArray> buffers = new HashMap<>();
+  private HeadSnapshot preparedHead;
+  private PreparedHead prepared;
+
+  public CurvatureEngine() {
+    this(GramRoute.AUTO);
+  }
+
+  public CurvatureEngine(GramRoute route) {
+    this.route = route;
+    EngineInfo.current();
+  }
+
+  /** Chooses the Γ route for a shape (docs/math.md §6). */
+  static boolean usesPatchGram(GramRoute route, int c, int d, int p) {
+    return switch (route) {
+      case PATCH_GRAM -> true;
+      case FILTER_GRAM -> false;
+      case AUTO -> (long) p * (c + d) < (long) c * d;
+    };
+  }
+
+  @Override
+  public BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms) {
+    batch.checkAgainst(head);
+    ConvGeometry geo = head.geometry();
+    int b = batch.samples();
+    int c = head.channels();
+    int cin = head.inputChannels();
+    int d = head.patchLength();
+    int k = head.classes();
+    int outH = geo.outputHeight(batch.height());
+    int outW = geo.outputWidth(batch.width());
+    int p = outH * outW;
+    BatchCurvature out = BatchCurvature.allocate(b, inputChannelRms,
+        batch.hasNonFiniteValues() || head.hasNonFiniteWeights());
+    PreparedHead weights = prepare(head);
+    double[] omegaNormDiag = null;
+    INDArray omegaNorm = null;
+    INDArray inverseRho = null;
+    if (inputChannelRms != null) {
+      omegaNorm = weights.normalizedOmega(inputChannelRms);
+      omegaNormDiag = diagonal(omegaNorm);
+      inverseRho = inverseExpandedRms(head, inputChannelRms);
+    }
+
+    // Patches of every sample as rows: im2col writes through a permuted view of a
+    // [B, H', W', C_in, kh, kw] buffer, so the rows [B·P, d] are contiguous (eq. 1).
+    INDArray input = Nd4j.create(batch.input(), new long[] {b, cin, batch.height(), batch.width()}, 'c');
+    INDArray cols = buffer("cols", b, outH, outW, cin, geo.kernelHeight(), geo.kernelWidth());
+    Convolution.im2col(input, geo.kernelHeight(), geo.kernelWidth(), geo.strideHeight(), geo.strideWidth(),
+        geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false,
+        cols.permute(0, 3, 4, 5, 1, 2));
+    INDArray rows = cols.reshape('c', (long) b * p, d);
+    INDArray patches = cols.reshape('c', b, p, d);
+
+    INDArray z;
+    if (batch.hasPreActivation()) {
+      z = Nd4j.create(batch.preActivation(), new long[] {b, c, p}, 'c');
+    } else {
+      // Conv forward as one GEMM with the shared kernel: Zᵀ = X W_fᵀ, then a·(· + β).
+      INDArray zt = buffer("zt", (long) b * p, c);
+      Nd4j.gemm(rows, weights.kernel, zt, false, true, 1.0, 0.0);
+      if (weights.bias != null) {
+        zt.addiRowVector(weights.bias);
+      }
+      if (weights.scale != null) {
+        zt.muliRowVector(weights.scale);
+      }
+      z = zt.reshape('c', b, p, c).permute(0, 2, 1).dup('c');
+    }
+    ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z);
+    double[][] pooled = sigma.value().mean(2).toDoubleMatrix();
+    // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
+    INDArray mt = sigma.first().muli(weights.scaleOver(p));
+
+    INDArray gram = null;
+    INDArray gramNorm = null;
+    INDArray scaledPatches = inverseRho == null ? null : patches.mul(inverseRho);
+    boolean patchGram = usesPatchGram(route, c, d, p);
+    double[][] patchNorms = null;
+    double[][] patchNormsNormalized = null;
+    if (patchGram || sigma.second() != null) {
+      gram = buffer("gram", b, p, p);
+      Nd4j.matmul(patches, patches, gram, false, true, false);
+      patchNorms = diagonalRows(gram, b, p);
+      if (scaledPatches != null) {
+        gramNorm = buffer("gramNorm", b, p, p);
+        Nd4j.matmul(scaledPatches, scaledPatches, gramNorm, false, true, false);
+        patchNormsNormalized = diagonalRows(gramNorm, b, p);
+      }
+    }
+    double[][] q = null;
+    double[][] qNorm = null;
+    if (sigma.second() != null) {
+      // q_c = (a_c²/P) Σ_p σ''(z_c(p)) ‖x_p‖² (eq. 4), as a batched [C,P]·[P,1] product.
+      INDArray s2 = sigma.second().muli(weights.squaredScaleOver(p));
+      q = curvatureWeights(s2, patchNorms, b, c, p);
+      if (patchNormsNormalized != null) {
+        qNorm = curvatureWeights(s2, patchNormsNormalized, b, c, p);
+      }
+    }
+
+    float[] v = head.classifierWeight();
+    float[] vb = head.classifierBias();
+    int chunk = (int) Math.max(1, Math.min(b, CHUNK_ELEMENTS / ((long) c * Math.max(c, d))));
+    SoftmaxOutput[] softmax = new SoftmaxOutput[b];
+    for (int n0 = 0; n0 < b; n0 += chunk) {
+      int n1 = Math.min(b, n0 + chunk);
+      int m = n1 - n0;
+      float[] stacked = new float[m * (k + 1) * c];
+      for (int n = n0; n < n1; n++) {
+        softmax[n] = SoftmaxOutput.of(logits(pooled[n], v, vb, c), v, c,
+            batch.hasLabels() ? batch.labels()[n] : -1);
+        stackAnchoredRows(softmax[n], v, stacked, (n - n0) * (k + 1) * c);
+      }
+      INDArray r = Nd4j.create(stacked, new long[] {m, k + 1, c}, 'c');
+      INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
+      INDArray patchChunk = patches.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
+
+      INDArray gamma = buffer("gamma", m, c, c);
+      double[][] gammaDiag = gamma(patchGram, mtChunk, patchChunk, gram, n0, n1, gamma, "t");
+      double[][] kappaRows = quadraticForms(gamma, weights.omega, r, m, k, c);
+      double[][] kappaNormRows = null;
+      if (inverseRho != null) {
+        INDArray scaledChunk = scaledPatches.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(),
+            NDArrayIndex.all());
+        gamma(patchGram, mtChunk, scaledChunk, gramNorm, n0, n1, gamma, "tNorm");
+        kappaNormRows = quadraticForms(gamma, omegaNorm, r, m, k, c);
+      }
+
+      for (int n = n0; n < n1; n++) {
+        int i = n - n0;
+        SoftmaxOutput so = softmax[n];
+        double[] diagA = so.diagonalOfA(v);
+        double trace = 0.0;
+        for (int ch = 0; ch < c; ch++) {
+          trace += diagA[ch] * gammaDiag[i][ch];
+        }
+        out.hessianTrace()[n] = trace + curvatureTerm(so, q, n, null, c);
+        out.relativeFlatness()[n] = sumRows(kappaRows[i], k) + curvatureTerm(so, q, n, weights.omegaDiagonal, c);
+        if (kappaNormRows != null) {
+          out.relativeFlatnessNormalized()[n] = sumRows(kappaNormRows[i], k)
+              + curvatureTerm(so, qNorm, n, omegaNormDiag, c);
+        }
+        out.loss()[n] = so.loss;
+        out.correct()[n] = so.correct;
+        double h2 = 0.0;
+        for (double hv : pooled[n]) {
+          h2 += hv * hv;
+        }
+        out.classifierHessianTrace()[n] = so.classifierHessianTrace(h2);
+        out.classifierRelativeFlatness()[n] = so.classifierRelativeFlatness(h2, v);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Writes Γ_n for samples [n0, n1) into gamma and returns diag Γ per sample, by the patch-Gram
+   * route (T = M̃ K_p, Γ = T M̃ᵀ, diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ).
+   */
+  private double[][] gamma(boolean patchGram, INDArray mtChunk, INDArray patchChunk, INDArray gram,
+      int n0, int n1, INDArray gamma, String scratch) {
+    int m = n1 - n0;
+    long c = mtChunk.size(1);
+    if (patchGram) {
+      INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
+      INDArray t = buffer(scratch, m, c, mtChunk.size(2));
+      Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
+      Nd4j.matmul(t, mtChunk, gamma, false, true, false);
+      return t.mul(mtChunk).sum(2).toDoubleMatrix();
+    }
+    INDArray g = buffer(scratch, m, c, patchChunk.size(2));
+    Nd4j.matmul(mtChunk, patchChunk, g, false, false, false);
+    Nd4j.matmul(g, g, gamma, false, true, false);
+    return g.mul(g).sum(2).toDoubleMatrix();
+  }
+
+  /**
+   * Turns gamma into Q = Ω∘Γ in place and returns, per sample, the K+1 row forms r_kᵀ Q r_k of
+   * R = [√s_k ṽ_k; ũ] (eq. 13).
+   */
+  private double[][] quadraticForms(INDArray gamma, INDArray omega, INDArray r, int m, int k, int c) {
+    gamma.muli(omega.reshape(1, c, c));
+    INDArray y = buffer("y", m, k + 1, c);
+    Nd4j.matmul(r, gamma, y, false, false, false);
+    return y.muli(r).sum(2).toDoubleMatrix();
+  }
+
+  /** Σ_{k<K} forms_k − forms_K: Σ_k s_k ṽ_kᵀQṽ_k − ũᵀQũ = Σ_cc' Ω A Γ (eq. 13). */
+  private static double sumRows(double[] forms, int k) {
+    double s = 0.0;
+    for (int i = 0; i < k; i++) {
+      s += forms[i];
+    }
+    return s - forms[k];
+  }
+
+  /** Σ_c [Ω_cc] δ_c q_c, the σ'' term of eqs. (6)–(7); 0 for piecewise-linear σ. */
+  private static double curvatureTerm(SoftmaxOutput so, double[][] q, int n, double[] omegaDiag, int c) {
+    if (q == null) {
+      return 0.0;
+    }
+    double s = 0.0;
+    for (int ch = 0; ch < c; ch++) {
+      s += (omegaDiag == null ? 1.0 : omegaDiag[ch]) * so.lossGradient[ch] * q[n][ch];
+    }
+    return s;
+  }
+
+  /** Rows √s_k (v_k − v_m) for k &lt; K and ũ as row K (eq. 13), written at offset. */
+  private static void stackAnchoredRows(SoftmaxOutput so, float[] v, float[] out, int offset) {
+    int c = so.channels;
+    int anchor = so.top * c;
+    for (int kk = 0; kk < so.classes; kk++) {
+      if (kk == so.top) {
+        continue;
+      }
+      double w = Math.sqrt(so.probabilities[kk]);
+      int row = kk * c;
+      for (int ch = 0; ch < c; ch++) {
+        out[offset + row + ch] = (float) (w * ((double) v[row + ch] - v[anchor + ch]));
+      }
+    }
+    int last = offset + so.classes * c;
+    for (int ch = 0; ch < c; ch++) {
+      out[last + ch] = (float) so.anchoredMean[ch];
+    }
+  }
+
+  private static double[] logits(double[] pooled, float[] v, float[] bias, int c) {
+    int k = v.length / c;
+    double[] o = new double[k];
+    for (int kk = 0; kk < k; kk++) {
+      double s = bias == null ? 0.0 : bias[kk];
+      for (int ch = 0; ch < c; ch++) {
+        s += (double) v[kk * c + ch] * pooled[ch];
+      }
+      o[kk] = s;
+    }
+    return o;
+  }
+
+  /** q [B, C] = (σ''·a²/P) [B, C, P] times ‖x_p‖² [B, P]. */
+  private static double[][] curvatureWeights(INDArray weightedSecond, double[][] norms, int b, int c, int p) {
+    INDArray normsArray = Nd4j.create(norms).castTo(DataType.FLOAT).reshape(b, p, 1);
+    return Nd4j.matmul(weightedSecond, normsArray).reshape(b, c).toDoubleMatrix();
+  }
+
+  /** The diagonals of a [B, P, P] array as double[B][P], through a strided view. */
+  private static double[][] diagonalRows(INDArray batched, int b, int p) {
+    INDArray flat = batched.reshape('c', b, (long) p * p);
+    return flat.get(NDArrayIndex.all(), NDArrayIndex.interval(0, p + 1, (long) p * p)).toDoubleMatrix();
+  }
+
+  private static double[] diagonal(INDArray square) {
+    int c = (int) square.size(0);
+    double[] out = new double[c];
+    for (int i = 0; i < c; i++) {
+      out[i] = square.getDouble(i, i);
+    }
+    return out;
+  }
+
+  /** 1/ρ_j over the d patch coordinates, shaped [1, 1, d] for broadcasting. */
+  private static INDArray inverseExpandedRms(HeadSnapshot head, double[] rms) {
+    int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
+    float[] inv = new float[head.patchLength()];
+    for (int j = 0; j < inv.length; j++) {
+      inv[j] = (float) (1.0 / rms[j / taps]);
+    }
+    return Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c');
+  }
+
+  private PreparedHead prepare(HeadSnapshot head) {
+    if (head != preparedHead) {
+      prepared = new PreparedHead(head);
+      preparedHead = head;
+    }
+    return prepared;
+  }
+
+  /** A working array of exactly this shape, reused across calls (contents undefined). */
+  private INDArray buffer(String name, long... shape) {
+    INDArray a = buffers.get(name);
+    if (a == null || !Arrays.equals(a.shape(), shape)) {
+      a = Nd4j.createUninitialized(DataType.FLOAT, shape);
+      buffers.put(name, a);
+    }
+    return a;
+  }
+
+  /** A snapshot's weights on the device, with Ω = W_f W_fᵀ formed once (docs/math.md §6). */
+  private static final class PreparedHead {
+    final INDArray kernel;
+    final INDArray bias;
+    final INDArray scale;
+    final INDArray omega;
+    final double[] omegaDiagonal;
+    private final HeadSnapshot head;
+    private double[] normalizedFor;
+    private INDArray normalizedOmega;
+    private int scaledForP = -1;
+    private INDArray scaleOverP;
+    private INDArray squaredScaleOverP;
+
+    PreparedHead(HeadSnapshot head) {
+      this.head = head;
+      int c = head.channels();
+      this.kernel = Nd4j.create(head.kernel(), new long[] {c, head.patchLength()}, 'c');
+      this.bias = head.bias() == null ? null : Nd4j.create(head.bias(), new long[] {1, c}, 'c');
+      this.scale = head.scale() == null ? null : Nd4j.create(head.scale(), new long[] {1, c}, 'c');
+      this.omega = Nd4j.createUninitialized(DataType.FLOAT, c, c);
+      Nd4j.gemm(kernel, kernel, omega, false, true, 1.0, 0.0);
+      this.omegaDiagonal = diagonal(omega);
+    }
+
+    /** Ω' = W_f diag(ρ_j²) W_fᵀ, the Ω of the normalised kernel W·ρ (eq. 12), cached per ρ. */
+    INDArray normalizedOmega(double[] rms) {
+      if (!Arrays.equals(rms, normalizedFor)) {
+        int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
+        float[] r = new float[head.patchLength()];
+        for (int j = 0; j < r.length; j++) {
+          r[j] = (float) rms[j / taps];
+        }
+        INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c'));
+        normalizedOmega = Nd4j.createUninitialized(DataType.FLOAT, head.channels(), head.channels());
+        Nd4j.gemm(scaled, scaled, normalizedOmega, false, true, 1.0, 0.0);
+        normalizedFor = rms.clone();
+      }
+      return normalizedOmega;
+    }
+
+    /** a/P shaped [1, C, 1]. */
+    INDArray scaleOver(int p) {
+      prepareScales(p);
+      return scaleOverP;
+    }
+
+    /** a²/P shaped [1, C, 1]. */
+    INDArray squaredScaleOver(int p) {
+      prepareScales(p);
+      return squaredScaleOverP;
+    }
+
+    private void prepareScales(int p) {
+      if (p == scaledForP) {
+        return;
+      }
+      int c = head.channels();
+      float[] s = new float[c];
+      float[] s2 = new float[c];
+      for (int ch = 0; ch < c; ch++) {
+        double a = head.scale(ch);
+        s[ch] = (float) (a / p);
+        s2[ch] = (float) (a * a / p);
+      }
+      scaleOverP = Nd4j.create(s, new long[] {1, c, 1}, 'c');
+      squaredScaleOverP = Nd4j.create(s2, new long[] {1, c, 1}, 'c');
+      scaledForP = p;
+    }
+  }
+}

@@ -1,0 +1,78 @@
+package io.flatmon.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.flatmon.bench.SyntheticHeads;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/** The float32 ND4J engine against the float64 reference on random heads of every kind and route. */
+class CurvatureEngineTest {
+
+  static Stream<Arguments> heads() {
+    List<Arguments> cases = new ArrayList<>();
+    Activation[] activations = {
+        Activation.of(Activation.Kind.IDENTITY), Activation.of(Activation.Kind.RELU), Activation.leakyRelu(0.1),
+        Activation.of(Activation.Kind.GELU), Activation.of(Activation.Kind.GELU_TANH),
+        Activation.of(Activation.Kind.SILU), Activation.of(Activation.Kind.TANH)};
+    ConvGeometry[] geometries = {
+        ConvGeometry.of(3, 3), new ConvGeometry(3, 3, 2, 2, 1, 1, 1, 1), new ConvGeometry(2, 3, 1, 2, 0, 1, 2, 1),
+        ConvGeometry.of(1, 1)};
+    int i = 0;
+    for (Activation a : activations) {
+      for (ConvGeometry g : geometries) {
+        for (CurvatureEngine.GramRoute route : new CurvatureEngine.GramRoute[] {
+            CurvatureEngine.GramRoute.PATCH_GRAM, CurvatureEngine.GramRoute.FILTER_GRAM}) {
+          boolean sendZ = i % 3 == 0;
+          cases.add(Arguments.of(a, g, route, i % 2 == 0, i % 4 == 1, sendZ, 2 + (i * 7) % 30, i));
+          i++;
+        }
+      }
+    }
+    return cases.stream();
+  }
+
+  @ParameterizedTest(name = "{0} {1} {2} bias={3} scale={4} Z={5} K={6}")
+  @MethodSource("heads")
+  void engineMatchesReference(Activation activation, ConvGeometry geometry, CurvatureEngine.GramRoute route,
+      boolean bias, boolean scale, boolean sendZ, int classes, int seed) {
+    SyntheticHeads random = new SyntheticHeads(seed);
+    HeadSnapshot head = random.head(6, 3, geometry, classes, activation, bias, scale, 3.0);
+    ActivationBatch batch = random.batch(head, 5, 7, 6, true);
+    if (sendZ) {
+      batch = random.withPreActivation(head, batch, 0.3);
+    }
+    double[] rho = batch.inputChannelRms();
+    BatchCurvature expected = new ReferenceCurvature().compute(head, batch, rho);
+    BatchCurvature actual = new CurvatureEngine(route).compute(head, batch, rho);
+    assertClose("Tr H", expected.hessianTrace(), actual.hessianTrace());
+    assertClose("kappa", expected.relativeFlatness(), actual.relativeFlatness());
+    assertClose("kappa_norm", expected.relativeFlatnessNormalized(), actual.relativeFlatnessNormalized());
+    assertClose("loss", expected.loss(), actual.loss());
+    assertClose("classifier Tr", expected.classifierHessianTrace(), actual.classifierHessianTrace());
+    assertClose("classifier kappa", expected.classifierRelativeFlatness(), actual.classifierRelativeFlatness());
+    for (int n = 0; n < batch.samples(); n++) {
+      assertEquals(expected.correct()[n], actual.correct()[n]);
+    }
+  }
+
+  /** Per-sample values within 1e-5 of the reference, relative to the batch's largest magnitude. */
+  static void assertClose(String what, double[] expected, double[] actual) {
+    double largest = 0.0;
+    for (double e : expected) {
+      largest = Math.max(largest, Math.abs(e));
+    }
+    double scale = largest;
+    for (int n = 0; n < expected.length; n++) {
+      double err = Math.abs(expected[n] - actual[n]);
+      assertTrue(err <= 1e-5 * scale + 1e-30,
+          () -> String.format("%s: reference %s vs engine %s (scale %.3g)", what,
+              java.util.Arrays.toString(expected), java.util.Arrays.toString(actual), scale));
+    }
+  }
+}
