@@ -410,6 +410,7 @@ def build_case(idx, spec):
         ("%g" % cs.slope).replace("0.", "") if cs.act == "LEAKY_RELU" else ""))
     # encodings of stride/padding/dilation: exercise empty, single-value and pair forms
     cs.enc_variant = idx % 3
+    cs.groups = 1 if idx % 4 == 3 else 0
     return cs
 
 
@@ -785,7 +786,7 @@ def records(cs, tensor_pb2, telemetry_pb2, idx):
     ls.stride.extend(geom_list(g["stride"], (1, 1), cs.enc_variant))
     ls.padding.extend(geom_list(g["pad"], (0, 0), cs.enc_variant))
     ls.dilation.extend(geom_list(g["dil"], (1, 1), cs.enc_variant))
-    ls.groups = 1 if idx % 4 == 3 else 0
+    ls.groups = cs.groups
     ls.activation.kind = telemetry_pb2.ActivationKind.Value(cs.act)
     if cs.act == "LEAKY_RELU":
         ls.activation.negative_slope = cs.slope
@@ -816,6 +817,8 @@ def describe(cs, gap):
     parts.append("stride=%s pad=%s dil=%s" % tuple(
         ("%d" % p[0] if p[0] == p[1] else "(%d,%d)" % p) for p in (g["stride"], g["pad"], g["dil"])))
     parts.append("P=%d d=%d B=%d K=%d" % (cs.P, cs.d, cs.B, cs.K))
+    parts.append("[geometry lists: %s%s]" % (("defaults-empty", "single-value", "pairs")[cs.enc_variant],
+                                               ", groups=1" if cs.groups == 1 else ""))
     parts.append("bias" if cs.beta is not None else "no-bias")
     parts.append("cls-bias" if cs.b is not None else "no-cls-bias")
     if cs.a is not None and cs.residual:

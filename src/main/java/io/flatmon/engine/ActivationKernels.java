@@ -29,15 +29,15 @@ final class ActivationKernels {
       case IDENTITY:
         return new Derivatives(z, Nd4j.onesLike(z), null);
       case RELU:
-        return new Derivatives(Transforms.relu(z, true), z.gt(0.0).castTo(DataType.FLOAT), null);
+        return new Derivatives(Transforms.relu(z, true), z.gt(0.0).castTo(z.dataType()), null);
       case LEAKY_RELU: {
         double slope = activation.negativeSlope();
-        INDArray positive = z.gt(0.0).castTo(DataType.FLOAT);
+        INDArray positive = z.gt(0.0).castTo(z.dataType());
         INDArray value = z.mul(positive.mul(1.0 - slope).addi(slope));
         return new Derivatives(value, positive.muli(1.0 - slope).addi(slope), null);
       }
       case GELU: {
-        INDArray cdf = Nd4j.createUninitialized(DataType.FLOAT, z.shape());
+        INDArray cdf = Nd4j.createUninitialized(z.dataType(), z.shape());
         Nd4j.exec(new Erfc(z.mul(-SQRT_HALF), cdf));
         cdf.muli(0.5);
         INDArray z2 = z.mul(z);

@@ -41,6 +41,7 @@ public final class CurvatureEngine implements CurvatureComputer {
   private static final long CHUNK_ELEMENTS = 1L << 24;
 
   private final GramRoute route;
+  private final DataType dtype;
   private final Map<String, INDArray> buffers = new HashMap<>();
   private HeadSnapshot preparedHead;
   private PreparedHead prepared;
@@ -50,7 +51,18 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   public CurvatureEngine(GramRoute route) {
+    this(route, DataType.FLOAT);
+  }
+
+  /**
+   * @param dtype FLOAT (the fast path) or DOUBLE (half the GEMM rate, for checking conditioning)
+   */
+  public CurvatureEngine(GramRoute route, DataType dtype) {
+    if (dtype != DataType.FLOAT && dtype != DataType.DOUBLE) {
+      throw new IllegalArgumentException("the engine computes in FLOAT or DOUBLE, not " + dtype);
+    }
     this.route = route;
+    this.dtype = dtype;
     EngineInfo.current();
   }
 
@@ -89,7 +101,7 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     // Patches of every sample as rows: im2col writes through a permuted view of a
     // [B, H', W', C_in, kh, kw] buffer, so the rows [B·P, d] are contiguous (eq. 1).
-    INDArray input = Nd4j.create(batch.input(), new long[] {b, cin, batch.height(), batch.width()}, 'c');
+    INDArray input = array(batch.input(), b, cin, batch.height(), batch.width());
     INDArray cols = buffer("cols", b, outH, outW, cin, geo.kernelHeight(), geo.kernelWidth());
     Convolution.im2col(input, geo.kernelHeight(), geo.kernelWidth(), geo.strideHeight(), geo.strideWidth(),
         geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false,
@@ -99,7 +111,7 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     INDArray z;
     if (batch.hasPreActivation()) {
-      z = Nd4j.create(batch.preActivation(), new long[] {b, c, p}, 'c');
+      z = array(batch.preActivation(), b, c, p);
     } else {
       // Conv forward as one GEMM with the shared kernel: Zᵀ = X W_fᵀ, then a·(· + β).
       INDArray zt = buffer("zt", (long) b * p, c);
@@ -151,13 +163,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     for (int n0 = 0; n0 < b; n0 += chunk) {
       int n1 = Math.min(b, n0 + chunk);
       int m = n1 - n0;
-      float[] stacked = new float[m * (k + 1) * c];
+      double[] stacked = new double[m * (k + 1) * c];
       for (int n = n0; n < n1; n++) {
         softmax[n] = SoftmaxOutput.of(logits(pooled[n], v, vb, c), v, c,
             batch.hasLabels() ? batch.labels()[n] : -1);
         stackAnchoredRows(softmax[n], v, stacked, (n - n0) * (k + 1) * c);
       }
-      INDArray r = Nd4j.create(stacked, new long[] {m, k + 1, c}, 'c');
+      INDArray r = Nd4j.create(stacked, new long[] {m, k + 1, c}, 'c').castTo(dtype);
       INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray patchChunk = patches.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
 
@@ -212,12 +224,38 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray t = buffer(scratch, m, c, mtChunk.size(2));
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
       Nd4j.matmul(t, mtChunk, gamma, false, true, false);
-      return t.mul(mtChunk).sum(2).toDoubleMatrix();
+      return rowDots(t, mtChunk);
     }
     INDArray g = buffer(scratch, m, c, patchChunk.size(2));
     Nd4j.matmul(mtChunk, patchChunk, g, false, false, false);
     Nd4j.matmul(g, g, gamma, false, true, false);
-    return g.mul(g).sum(2).toDoubleMatrix();
+    return rowDots(g, g);
+  }
+
+  /**
+   * Σ_j a[n, i, j]·b[n, i, j] for every (n, i), accumulated in double on the host: these are the
+   * last reductions before the per-sample sums of eqs. (6) and (13), where terms of both signs meet.
+   * O(size of a).
+   */
+  private static double[][] rowDots(INDArray a, INDArray b) {
+    int n = (int) a.size(0);
+    int rows = (int) a.size(1);
+    int cols = (int) a.size(2);
+    double[][] x = a.reshape('c', (long) n * rows, cols).toDoubleMatrix();
+    double[][] y = a == b ? x : b.dup('c').reshape('c', (long) n * rows, cols).toDoubleMatrix();
+    double[][] out = new double[n][rows];
+    for (int s = 0; s < n; s++) {
+      for (int i = 0; i < rows; i++) {
+        double[] xr = x[s * rows + i];
+        double[] yr = y[s * rows + i];
+        double sum = 0.0;
+        for (int j = 0; j < cols; j++) {
+          sum += xr[j] * yr[j];
+        }
+        out[s][i] = sum;
+      }
+    }
+    return out;
   }
 
   /**
@@ -228,7 +266,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     gamma.muli(omega.reshape(1, c, c));
     INDArray y = buffer("y", m, k + 1, c);
     Nd4j.matmul(r, gamma, y, false, false, false);
-    return y.muli(r).sum(2).toDoubleMatrix();
+    return rowDots(y, r);
   }
 
   /** Σ_{k<K} forms_k − forms_K: Σ_k s_k ṽ_kᵀQṽ_k − ũᵀQũ = Σ_cc' Ω A Γ (eq. 13). */
@@ -253,7 +291,7 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /** Rows √s_k (v_k − v_m) for k &lt; K and ũ as row K (eq. 13), written at offset. */
-  private static void stackAnchoredRows(SoftmaxOutput so, float[] v, float[] out, int offset) {
+  private static void stackAnchoredRows(SoftmaxOutput so, float[] v, double[] out, int offset) {
     int c = so.channels;
     int anchor = so.top * c;
     for (int kk = 0; kk < so.classes; kk++) {
@@ -263,12 +301,12 @@ public final class CurvatureEngine implements CurvatureComputer {
       double w = Math.sqrt(so.probabilities[kk]);
       int row = kk * c;
       for (int ch = 0; ch < c; ch++) {
-        out[offset + row + ch] = (float) (w * ((double) v[row + ch] - v[anchor + ch]));
+        out[offset + row + ch] = w * ((double) v[row + ch] - v[anchor + ch]);
       }
     }
     int last = offset + so.classes * c;
     for (int ch = 0; ch < c; ch++) {
-      out[last + ch] = (float) so.anchoredMean[ch];
+      out[last + ch] = so.anchoredMean[ch];
     }
   }
 
@@ -285,15 +323,32 @@ public final class CurvatureEngine implements CurvatureComputer {
     return o;
   }
 
-  /** q [B, C] = (σ''·a²/P) [B, C, P] times ‖x_p‖² [B, P]. */
+  /**
+   * q [B, C] = Σ_p (σ''·a²/P)[B, C, P] ‖x_p‖²[B, P] (eq. 4), summed in double: σ'' changes sign for
+   * smooth activations, so this sum cancels and float32 accumulation would cost digits. O(BCP).
+   */
   private static double[][] curvatureWeights(INDArray weightedSecond, double[][] norms, int b, int c, int p) {
-    INDArray normsArray = Nd4j.create(norms).castTo(DataType.FLOAT).reshape(b, p, 1);
-    return Nd4j.matmul(weightedSecond, normsArray).reshape(b, c).toDoubleMatrix();
+    double[][] s = weightedSecond.reshape('c', (long) b * c, p).toDoubleMatrix();
+    double[][] q = new double[b][c];
+    for (int n = 0; n < b; n++) {
+      for (int ch = 0; ch < c; ch++) {
+        double[] row = s[n * c + ch];
+        double sum = 0.0;
+        for (int i = 0; i < p; i++) {
+          sum += row[i] * norms[n][i];
+        }
+        q[n][ch] = sum;
+      }
+    }
+    return q;
   }
 
   /** The diagonals of a [B, P, P] array as double[B][P], through a strided view. */
   private static double[][] diagonalRows(INDArray batched, int b, int p) {
     INDArray flat = batched.reshape('c', b, (long) p * p);
+    if (p == 1) {
+      return flat.toDoubleMatrix();
+    }
     return flat.get(NDArrayIndex.all(), NDArrayIndex.interval(0, p + 1, (long) p * p)).toDoubleMatrix();
   }
 
@@ -307,18 +362,24 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /** 1/ρ_j over the d patch coordinates, shaped [1, 1, d] for broadcasting. */
-  private static INDArray inverseExpandedRms(HeadSnapshot head, double[] rms) {
+  private INDArray inverseExpandedRms(HeadSnapshot head, double[] rms) {
     int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
-    float[] inv = new float[head.patchLength()];
+    double[] inv = new double[head.patchLength()];
     for (int j = 0; j < inv.length; j++) {
-      inv[j] = (float) (1.0 / rms[j / taps]);
+      inv[j] = 1.0 / rms[j / taps];
     }
-    return Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c');
+    return Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c').castTo(dtype);
+  }
+
+  /** A float array (wire precision) on the device in the engine's precision. */
+  private INDArray array(float[] data, long... shape) {
+    INDArray a = Nd4j.create(data, shape, 'c');
+    return dtype == DataType.FLOAT ? a : a.castTo(dtype);
   }
 
   private PreparedHead prepare(HeadSnapshot head) {
     if (head != preparedHead) {
-      prepared = new PreparedHead(head);
+      prepared = new PreparedHead(head, this);
       preparedHead = head;
     }
     return prepared;
@@ -328,7 +389,7 @@ public final class CurvatureEngine implements CurvatureComputer {
   private INDArray buffer(String name, long... shape) {
     INDArray a = buffers.get(name);
     if (a == null || !Arrays.equals(a.shape(), shape)) {
-      a = Nd4j.createUninitialized(DataType.FLOAT, shape);
+      a = Nd4j.createUninitialized(dtype, shape);
       buffers.put(name, a);
     }
     return a;
@@ -342,19 +403,21 @@ public final class CurvatureEngine implements CurvatureComputer {
     final INDArray omega;
     final double[] omegaDiagonal;
     private final HeadSnapshot head;
+    private final DataType dtype;
     private double[] normalizedFor;
     private INDArray normalizedOmega;
     private int scaledForP = -1;
     private INDArray scaleOverP;
     private INDArray squaredScaleOverP;
 
-    PreparedHead(HeadSnapshot head) {
+    PreparedHead(HeadSnapshot head, CurvatureEngine engine) {
       this.head = head;
+      this.dtype = engine.dtype;
       int c = head.channels();
-      this.kernel = Nd4j.create(head.kernel(), new long[] {c, head.patchLength()}, 'c');
-      this.bias = head.bias() == null ? null : Nd4j.create(head.bias(), new long[] {1, c}, 'c');
-      this.scale = head.scale() == null ? null : Nd4j.create(head.scale(), new long[] {1, c}, 'c');
-      this.omega = Nd4j.createUninitialized(DataType.FLOAT, c, c);
+      this.kernel = engine.array(head.kernel(), c, head.patchLength());
+      this.bias = head.bias() == null ? null : engine.array(head.bias(), 1, c);
+      this.scale = head.scale() == null ? null : engine.array(head.scale(), 1, c);
+      this.omega = Nd4j.createUninitialized(dtype, c, c);
       Nd4j.gemm(kernel, kernel, omega, false, true, 1.0, 0.0);
       this.omegaDiagonal = diagonal(omega);
     }
@@ -363,12 +426,12 @@ public final class CurvatureEngine implements CurvatureComputer {
     INDArray normalizedOmega(double[] rms) {
       if (!Arrays.equals(rms, normalizedFor)) {
         int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
-        float[] r = new float[head.patchLength()];
+        double[] r = new double[head.patchLength()];
         for (int j = 0; j < r.length; j++) {
-          r[j] = (float) rms[j / taps];
+          r[j] = rms[j / taps];
         }
-        INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c'));
-        normalizedOmega = Nd4j.createUninitialized(DataType.FLOAT, head.channels(), head.channels());
+        INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c').castTo(dtype));
+        normalizedOmega = Nd4j.createUninitialized(dtype, head.channels(), head.channels());
         Nd4j.gemm(scaled, scaled, normalizedOmega, false, true, 1.0, 0.0);
         normalizedFor = rms.clone();
       }
@@ -392,15 +455,15 @@ public final class CurvatureEngine implements CurvatureComputer {
         return;
       }
       int c = head.channels();
-      float[] s = new float[c];
-      float[] s2 = new float[c];
+      double[] s = new double[c];
+      double[] s2 = new double[c];
       for (int ch = 0; ch < c; ch++) {
         double a = head.scale(ch);
-        s[ch] = (float) (a / p);
-        s2[ch] = (float) (a * a / p);
+        s[ch] = a / p;
+        s2[ch] = a * a / p;
       }
-      scaleOverP = Nd4j.create(s, new long[] {1, c, 1}, 'c');
-      squaredScaleOverP = Nd4j.create(s2, new long[] {1, c, 1}, 'c');
+      scaleOverP = Nd4j.create(s, new long[] {1, c, 1}, 'c').castTo(dtype);
+      squaredScaleOverP = Nd4j.create(s2, new long[] {1, c, 1}, 'c').castTo(dtype);
       scaledForP = p;
     }
   }

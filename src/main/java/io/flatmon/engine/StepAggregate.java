@@ -23,6 +23,17 @@ public final class StepAggregate {
   private boolean nonFinite;
   private double[] inputChannelRms;
 
+  /**
+   * The ρ for κ_norm of the next batch of this measurement (docs/math.md eq. 12): the one already
+   * fixed for the measurement, else the trainer's, else the RMS of this (its first) batch.
+   */
+  public double[] normalizerFor(HeadSnapshot head, ActivationBatch batch) {
+    if (inputChannelRms != null) {
+      return inputChannelRms;
+    }
+    return head.inputChannelRms() != null ? head.inputChannelRms() : batch.inputChannelRms();
+  }
+
   /** Adds every sample of a batch. */
   public void add(BatchCurvature batch) {
     for (int n = 0; n < batch.samples(); n++) {

@@ -1,0 +1,114 @@
+package io.flatmon.bench;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/** The two yardsticks of the engine benchmark: measured ND4J sgemm peak and the physical FMA limit. */
+public final class MachinePeak {
+
+  private MachinePeak() {
+  }
+
+  /** Median and spread of repeated n×n×n float32 GEMMs. */
+  public record Sgemm(int size, int repeats, double medianGflops, double minGflops, double maxGflops) {
+    @Override
+    public String toString() {
+      return String.format(Locale.ROOT, "%.1f GFLOP/s (median of %d × %d³ sgemm; min %.1f, max %.1f)",
+          medianGflops, repeats, size, minGflops, maxGflops);
+    }
+  }
+
+  /** The physical float32 limit: cores × FMA units × lanes × 2 flops × clock. */
+  public record Physical(int cores, int fmaUnits, int lanes, double clockGhz, String clockSource, String isa) {
+    public double gflops() {
+      return cores * (double) fmaUnits * lanes * 2.0 * clockGhz;
+    }
+
+    @Override
+    public String toString() {
+      return String.format(Locale.ROOT,
+          "%.1f GFLOP/s (%d cores × %d FMA units × %d floats (%s) × 2 flops × %.3f GHz from %s)",
+          gflops(), cores, fmaUnits, lanes, isa, clockGhz, clockSource);
+    }
+  }
+
+  /**
+   * Times {@code Nd4j.gemm(a, b, c, false, false, 1, 0)} on n×n float arrays: one untimed warm-up
+   * call, then {@code repeats} timed calls; 2n³ flops each.
+   */
+  public static Sgemm sgemm(int n, int repeats) {
+    INDArray a = Nd4j.rand(DataType.FLOAT, n, n);
+    INDArray b = Nd4j.rand(DataType.FLOAT, n, n);
+    INDArray c = Nd4j.createUninitialized(DataType.FLOAT, n, n);
+    Nd4j.gemm(a, b, c, false, false, 1.0, 0.0);
+    double flops = 2.0 * n * n * (double) n;
+    double[] g = new double[repeats];
+    for (int i = 0; i < repeats; i++) {
+      long t0 = System.nanoTime();
+      Nd4j.gemm(a, b, c, false, false, 1.0, 0.0);
+      long t1 = System.nanoTime();
+      g[i] = flops / (t1 - t0);
+    }
+    double[] sorted = g.clone();
+    Arrays.sort(sorted);
+    double median = repeats % 2 == 1 ? sorted[repeats / 2] : 0.5 * (sorted[repeats / 2 - 1] + sorted[repeats / 2]);
+    return new Sgemm(n, repeats, median, sorted[0], sorted[repeats - 1]);
+  }
+
+  /**
+   * The physical limit of this machine: {@link Runtime#availableProcessors()} cores, 2 FMA pipes per
+   * core, 8 float lanes with AVX2 (16 with AVX-512, 4 otherwise), clock from the largest "cpu MHz" in
+   * /proc/cpuinfo (the nominal clock on most VMs, so a core that boosts can exceed it), else
+   * {@code fallbackGhz}.
+   */
+  public static Physical physical(double fallbackGhz) {
+    int cores = Runtime.getRuntime().availableProcessors();
+    double mhz = -1;
+    String flags = "";
+    try {
+      List<String> lines = Files.readAllLines(Path.of("/proc/cpuinfo"));
+      for (String line : lines) {
+        int colon = line.indexOf(':');
+        if (colon < 0) {
+          continue;
+        }
+        String key = line.substring(0, colon).trim();
+        String value = line.substring(colon + 1).trim();
+        if (key.equals("cpu MHz")) {
+          try {
+            mhz = Math.max(mhz, Double.parseDouble(value));
+          } catch (NumberFormatException ignored) {
+            // keep looking
+          }
+        } else if (key.equals("flags") && flags.isEmpty()) {
+          flags = " " + value + " ";
+        }
+      }
+    } catch (IOException | RuntimeException ignored) {
+      // not Linux: fall back below
+    }
+    String isa;
+    int lanes;
+    if (flags.contains(" avx512f ")) {
+      isa = "AVX-512";
+      lanes = 16;
+    } else if (flags.contains(" avx2 ") && flags.contains(" fma ") || flags.isEmpty()) {
+      isa = flags.isEmpty() ? "AVX2 assumed" : "AVX2+FMA";
+      lanes = 8;
+    } else {
+      isa = "SSE";
+      lanes = 4;
+    }
+    if (mhz > 0) {
+      return new Physical(cores, 2, lanes, mhz / 1000.0, "/proc/cpuinfo", isa);
+    }
+    return new Physical(cores, 2, lanes, fallbackGhz, "--clock-ghz (no cpu MHz in /proc/cpuinfo)", isa);
+  }
+}

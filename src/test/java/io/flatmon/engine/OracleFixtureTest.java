@@ -1,0 +1,165 @@
+package io.flatmon.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.flatmon.proto.v1.OracleCase;
+import io.flatmon.proto.v1.OracleValues;
+import io.flatmon.proto.v1.TelemetryRecord;
+import io.flatmon.schema.RecordDecoder;
+import io.flatmon.schema.TelemetryReader;
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * Exactness against an outside oracle: the fixtures of scripts/oracle/generate.py (PyTorch autograd
+ * in float64, or a 50-digit mpmath closed form for confident samples). The float64 reference must
+ * agree to 1e-10, the float32 engine with the reference to 1e-5 (1e-4 on confident cases).
+ */
+class OracleFixtureTest {
+  static final double REFERENCE_TOLERANCE = 1e-10;
+  static final double REFERENCE_ABSOLUTE = 1e-12;
+
+  /** One fixture case decoded into engine types. */
+  record Case(OracleCase oracle, HeadSnapshot head, ActivationBatch batch) {
+    @Override
+    public String toString() {
+      return oracle.getCaseId() + " (" + oracle.getDescription() + ")";
+    }
+  }
+
+  static List<Case> cases;
+
+  @BeforeAll
+  static void load() throws Exception {
+    cases = loadCases();
+  }
+
+  static List<Case> loadCases() throws Exception {
+    RecordDecoder decoder = new RecordDecoder();
+    Map<String, HeadSnapshot> heads = new HashMap<>();
+    Map<String, ActivationBatch> batches = new HashMap<>();
+    try (InputStream in = resource("oracle/cases.pb")) {
+      TelemetryReader reader = new TelemetryReader(in, 64 << 20);
+      TelemetryReader.Item item;
+      while ((item = reader.next()) != null) {
+        assertTrue(item.isValid(), () -> "fixture record unreadable");
+        TelemetryRecord r = item.record();
+        if (r.hasLayerSnapshot()) {
+          heads.put(r.getLayerSnapshot().getRunId(), decoder.snapshot(r.getLayerSnapshot()));
+        } else if (r.hasActivationBatch()) {
+          String run = r.getActivationBatch().getRunId();
+          batches.put(run, decoder.batch(r.getActivationBatch(), heads.get(run)));
+        }
+      }
+    }
+    List<Case> out = new ArrayList<>();
+    try (InputStream in = resource("oracle/expected.pb")) {
+      OracleCase c;
+      while ((c = OracleCase.parseDelimitedFrom(in)) != null) {
+        out.add(new Case(c, heads.get(c.getCaseId()), batches.get(c.getCaseId())));
+      }
+    }
+    return out;
+  }
+
+  static Stream<Case> allCases() throws Exception {
+    if (cases == null) {
+      cases = loadCases();
+    }
+    return cases.stream();
+  }
+
+  private static InputStream resource(String name) throws IOException {
+    InputStream in = OracleFixtureTest.class.getClassLoader().getResourceAsStream(name);
+    if (in == null) {
+      throw new IOException("missing test resource " + name + " (run scripts/oracle/generate.py)");
+    }
+    return in;
+  }
+
+  @Test
+  void fixturesCoverWhatTheIssueAsks() {
+    assertTrue(cases.size() >= 60, "at least 60 oracle cases, got " + cases.size());
+    long confident = cases.stream().filter(c -> c.oracle.getConfident()).count();
+    assertTrue(confident >= 10, "confident cases: " + confident);
+    for (Activation.Kind kind : Activation.Kind.values()) {
+      assertTrue(cases.stream().anyMatch(c -> c.head.activation().kind() == kind), "no case with " + kind);
+    }
+    assertTrue(cases.stream().anyMatch(c -> c.head.classes() == 2));
+    assertTrue(cases.stream().anyMatch(c -> c.head.classes() == 100));
+    assertTrue(cases.stream().anyMatch(c -> c.batch.hasPreActivation() && c.head.scale() != null));
+    assertTrue(cases.stream().anyMatch(c -> c.head.geometry().outputHeight(c.batch.height())
+        * c.head.geometry().outputWidth(c.batch.width()) == 1), "a P = 1 case");
+    assertTrue(cases.stream().anyMatch(c -> c.oracle.getMaxLogitGap() >= 35), "logit gaps up to 40");
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("allCases")
+  void referenceMatchesOracle(Case c) {
+    OracleValues expected = c.oracle.getExpected();
+    ReferenceCurvature reference = new ReferenceCurvature();
+    StepAggregate agg = aggregate(reference, c);
+    String id = c.oracle.getCaseId();
+    assertRelative(id + " Tr H", expected.getHessianTrace(), agg.hessianTrace().mean(), REFERENCE_TOLERANCE);
+    assertRelative(id + " κ", expected.getRelativeFlatness(), agg.relativeFlatness().mean(), REFERENCE_TOLERANCE);
+    assertRelative(id + " κ_norm", expected.getRelativeFlatnessNormalized(),
+        agg.relativeFlatnessNormalized().mean(), REFERENCE_TOLERANCE);
+    assertRelative(id + " Tr H_V", expected.getClassifierHessianTrace(), agg.classifierHessianTrace().mean(),
+        REFERENCE_TOLERANCE);
+    assertRelative(id + " κ_V", expected.getClassifierRelativeFlatness(),
+        agg.classifierRelativeFlatness().mean(), REFERENCE_TOLERANCE);
+    if (c.batch.hasLabels()) {
+      assertRelative(id + " loss", expected.getLoss(), agg.loss().mean(), REFERENCE_TOLERANCE);
+      assertEquals(expected.getAccuracy(), agg.accuracy().mean(), 1e-15, id + " accuracy");
+    } else {
+      assertEquals(0, agg.labelledSamples());
+    }
+    assertRelative(id + " wd Tr", expected.getWeightDecayTrace(), c.head.weightDecayTrace(), REFERENCE_TOLERANCE);
+    assertRelative(id + " wd κ", expected.getWeightDecayRelativeFlatness(), c.head.weightDecayRelativeFlatness(),
+        REFERENCE_TOLERANCE);
+    double lambda = reference.maxEigenvalue(c.head, List.of(c.batch));
+    assertRelative(id + " λ_max", expected.getHessianMaxEigenvalue(), lambda, REFERENCE_TOLERANCE);
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("allCases")
+  void engineMatchesReference(Case c) {
+    StepAggregate ref = aggregate(new ReferenceCurvature(), c);
+    StepAggregate fast = aggregate(new CurvatureEngine(), c);
+    double tol = c.oracle.getConfident() ? 1e-4 : 1e-5;
+    String id = c.oracle.getCaseId();
+    assertRelative(id + " Tr H", ref.hessianTrace().mean(), fast.hessianTrace().mean(), tol);
+    assertRelative(id + " κ", ref.relativeFlatness().mean(), fast.relativeFlatness().mean(), tol);
+    assertRelative(id + " κ_norm", ref.relativeFlatnessNormalized().mean(),
+        fast.relativeFlatnessNormalized().mean(), tol);
+    assertRelative(id + " Tr H_V", ref.classifierHessianTrace().mean(), fast.classifierHessianTrace().mean(), tol);
+    assertRelative(id + " κ_V", ref.classifierRelativeFlatness().mean(), fast.classifierRelativeFlatness().mean(),
+        tol);
+    if (c.batch.hasLabels()) {
+      assertRelative(id + " loss", ref.loss().mean(), fast.loss().mean(), tol);
+    }
+  }
+
+  static StepAggregate aggregate(CurvatureComputer computer, Case c) {
+    StepAggregate agg = new StepAggregate();
+    agg.add(computer.compute(c.head, c.batch, agg.normalizerFor(c.head, c.batch)));
+    return agg;
+  }
+
+  static void assertRelative(String what, double expected, double actual, double tolerance) {
+    double err = Math.abs(expected - actual);
+    boolean ok = err <= tolerance * Math.abs(expected) || err <= REFERENCE_ABSOLUTE;
+    assertTrue(ok, () -> String.format("%s: expected %.17g, got %.17g (relative error %.3g, tolerance %.0e)",
+        what, expected, actual, err / Math.abs(expected), tolerance));
+  }
+}
