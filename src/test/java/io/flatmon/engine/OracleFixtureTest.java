@@ -150,6 +150,63 @@ class OracleFixtureTest {
     }
   }
 
+  /**
+   * Prints the worst errors over all cases and the case where float32 autograd loses most against the
+   * 50-digit value, next to the float32 engine on the same inputs (the engine must stay within 1e-4).
+   */
+  @Test
+  void reportWorstErrors() {
+    double worstRef = 0;
+    String worstRefCase = "";
+    double worstEngine = 0;
+    String worstEngineCase = "";
+    Case demo = null;
+    double demoError = 0;
+    for (Case c : cases) {
+      StepAggregate ref = aggregate(new ReferenceCurvature(), c);
+      StepAggregate fast = aggregate(new CurvatureEngine(), c);
+      OracleValues e = c.oracle.getExpected();
+      double[][] pairs = {
+          {e.getHessianTrace(), ref.hessianTrace().mean(), fast.hessianTrace().mean()},
+          {e.getRelativeFlatness(), ref.relativeFlatness().mean(), fast.relativeFlatness().mean()},
+          {e.getRelativeFlatnessNormalized(), ref.relativeFlatnessNormalized().mean(),
+              fast.relativeFlatnessNormalized().mean()}};
+      for (double[] v : pairs) {
+        double r = relative(v[0], v[1]);
+        if (r > worstRef) {
+          worstRef = r;
+          worstRefCase = c.oracle.getCaseId();
+        }
+        double f = relative(v[1], v[2]);
+        if (f > worstEngine) {
+          worstEngine = f;
+          worstEngineCase = c.oracle.getCaseId();
+        }
+      }
+      if (c.oracle.getConfident()) {
+        double f32 = relative(e.getHessianTrace(), c.oracle.getAutogradFloat32().getHessianTrace());
+        if (f32 > demoError) {
+          demoError = f32;
+          demo = c;
+        }
+      }
+    }
+    System.out.printf("oracle: %d cases; worst reference vs oracle %.2e (%s); worst float32 engine vs reference"
+        + " %.2e (%s)%n", cases.size(), worstRef, worstRefCase, worstEngine, worstEngineCase);
+    StepAggregate fast = aggregate(new CurvatureEngine(), demo);
+    double exact = demo.oracle.getExpected().getHessianTrace();
+    double autograd32 = demo.oracle.getAutogradFloat32().getHessianTrace();
+    System.out.printf("float32 demo %s (max logit gap %.1f): Tr H exact %.10e | float32 autograd %.10e (rel %.2e)"
+        + " | float32 engine %.10e (rel %.2e)%n", demo.oracle.getCaseId(), demo.oracle.getMaxLogitGap(), exact,
+        autograd32, demoError, fast.hessianTrace().mean(), relative(exact, fast.hessianTrace().mean()));
+    assertTrue(relative(exact, fast.hessianTrace().mean()) < 1e-4);
+  }
+
+  private static double relative(double expected, double actual) {
+    double err = Math.abs(expected - actual);
+    return err <= REFERENCE_ABSOLUTE ? 0.0 : err / Math.abs(expected);
+  }
+
   static StepAggregate aggregate(CurvatureComputer computer, Case c) {
     StepAggregate agg = new StepAggregate();
     agg.add(computer.compute(c.head, c.batch, agg.normalizerFor(c.head, c.batch)));
