@@ -40,11 +40,14 @@ public final class CurvatureEngine implements CurvatureComputer {
   /** Per-sample C×C arrays are processed in chunks of at most this many float elements each. */
   private static final long CHUNK_ELEMENTS = 1L << 24;
 
+  /** Snapshots whose device copy and Ω are kept, so interleaved runs do not recompute Ω per batch. */
+  private static final int PREPARED_HEADS = 16;
+
   private final GramRoute route;
   private final DataType dtype;
   private final Map<String, INDArray> buffers = new HashMap<>();
-  private HeadSnapshot preparedHead;
-  private PreparedHead prepared;
+  /** Identity-keyed LRU: HeadSnapshot has no value equality, and a new snapshot is a new object. */
+  private final Map<HeadSnapshot, PreparedHead> prepared;
 
   public CurvatureEngine() {
     this(GramRoute.AUTO);
@@ -63,6 +66,12 @@ public final class CurvatureEngine implements CurvatureComputer {
     }
     this.route = route;
     this.dtype = dtype;
+    this.prepared = new java.util.LinkedHashMap<>(16, 0.75f, true) {
+      @Override
+      protected boolean removeEldestEntry(Map.Entry<HeadSnapshot, PreparedHead> eldest) {
+        return size() > PREPARED_HEADS;
+      }
+    };
     EngineInfo.current();
   }
 
@@ -377,12 +386,14 @@ public final class CurvatureEngine implements CurvatureComputer {
     return dtype == DataType.FLOAT ? a : a.castTo(dtype);
   }
 
+  /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
   private PreparedHead prepare(HeadSnapshot head) {
-    if (head != preparedHead) {
-      prepared = new PreparedHead(head, this);
-      preparedHead = head;
+    PreparedHead p = prepared.get(head);
+    if (p == null) {
+      p = new PreparedHead(head, this);
+      prepared.put(head, p);
     }
-    return prepared;
+    return p;
   }
 
   /** A working array of exactly this shape, reused across calls (contents undefined). */

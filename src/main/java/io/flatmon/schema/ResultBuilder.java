@@ -18,6 +18,19 @@ public final class ResultBuilder {
    */
   public static FlatnessResult build(String runId, String layer, long step, Split split, boolean last,
       StepAggregate aggregate, HeadSnapshot head, double maxEigenvalue) {
+    return build(runId, layer, step, split, last, aggregate, head.weightDecayTrace(),
+        head.weightDecayRelativeFlatness(), head.inputChannelRms() != null, maxEigenvalue);
+  }
+
+  /**
+   * @param weightDecayTrace 2αCd of the measured step's snapshot
+   * @param weightDecayRelativeFlatness 2αd‖W‖² of that snapshot
+   * @param trainerRms whether ρ was sent by the trainer (else: the measurement's first batch)
+   * @param maxEigenvalue λ_max to report, or NaN if not computed
+   */
+  public static FlatnessResult build(String runId, String layer, long step, Split split, boolean last,
+      StepAggregate aggregate, double weightDecayTrace, double weightDecayRelativeFlatness, boolean trainerRms,
+      double maxEigenvalue) {
     FlatnessResult.Builder b = FlatnessResult.newBuilder()
         .setRunId(runId)
         .setLayer(layer)
@@ -34,8 +47,8 @@ public final class ResultBuilder {
         .setAccuracy(estimate(aggregate.accuracy()))
         .setClassifierHessianTrace(estimate(aggregate.classifierHessianTrace()))
         .setClassifierRelativeFlatness(estimate(aggregate.classifierRelativeFlatness()))
-        .setWeightDecayTrace(head.weightDecayTrace())
-        .setWeightDecayRelativeFlatness(head.weightDecayRelativeFlatness())
+        .setWeightDecayTrace(weightDecayTrace)
+        .setWeightDecayRelativeFlatness(weightDecayRelativeFlatness)
         .setNonFinite(aggregate.nonFinite())
         .setComputedTimeMicros(System.currentTimeMillis() * 1000L);
     if (!Double.isNaN(maxEigenvalue)) {
@@ -46,7 +59,7 @@ public final class ResultBuilder {
       for (double r : rms) {
         b.addInputChannelRms((float) r);
       }
-      b.setInputChannelRmsSource(head.inputChannelRms() != null ? RmsSource.TRAINER : RmsSource.FIRST_BATCH);
+      b.setInputChannelRmsSource(trainerRms ? RmsSource.TRAINER : RmsSource.FIRST_BATCH);
     }
     return b.build();
   }

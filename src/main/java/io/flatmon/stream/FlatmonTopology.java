@@ -1,0 +1,52 @@
+package io.flatmon.stream;
+
+import io.flatmon.broker.Topics;
+import java.util.Map;
+import org.apache.kafka.common.config.TopicConfig;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.Topology;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.StoreBuilder;
+import org.apache.kafka.streams.state.Stores;
+
+/**
+ * The flatmon topology: telemetry (key run_id) → {@link TelemetryProcessor} with three persistent
+ * stores → results, dead-letter. One processor sees each run's records in order, which is what the
+ * snapshot-before-batches protocol needs; runs are spread over partitions, so instances scale out.
+ */
+public final class FlatmonTopology {
+  public static final String SNAPSHOT_STORE = "flatmon-snapshots";
+  public static final String MEASUREMENT_STORE = "flatmon-measurements";
+  public static final String RUN_STORE = "flatmon-runs";
+  static final String SOURCE = "telemetry-source";
+  static final String PROCESSOR = "telemetry-processor";
+  static final String RESULTS_SINK = "results-sink";
+  static final String DEAD_LETTER_SINK = "dead-letter-sink";
+
+  /** Changelog topics carry snapshots as big as the largest accepted record. */
+  static final Map<String, String> CHANGELOG_CONFIG = Map.of(
+      TopicConfig.MAX_MESSAGE_BYTES_CONFIG, Integer.toString(Topics.MAX_MESSAGE_BYTES),
+      TopicConfig.COMPRESSION_TYPE_CONFIG, "zstd");
+
+  private FlatmonTopology() {
+  }
+
+  public static Topology build(TopologySettings settings) {
+    Topology t = new Topology();
+    t.addSource(SOURCE, Serdes.String().deserializer(), Serdes.ByteArray().deserializer(), Topics.TELEMETRY);
+    t.addProcessor(PROCESSOR, () -> new TelemetryProcessor(settings), SOURCE);
+    t.addStateStore(store(SNAPSHOT_STORE), PROCESSOR);
+    t.addStateStore(store(MEASUREMENT_STORE), PROCESSOR);
+    t.addStateStore(store(RUN_STORE), PROCESSOR);
+    t.addSink(RESULTS_SINK, Topics.RESULTS, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
+        PROCESSOR);
+    t.addSink(DEAD_LETTER_SINK, Topics.DEAD_LETTER, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
+        PROCESSOR);
+    return t;
+  }
+
+  private static StoreBuilder<KeyValueStore<String, byte[]>> store(String name) {
+    return Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(name), Serdes.String(), Serdes.ByteArray())
+        .withLoggingEnabled(CHANGELOG_CONFIG);
+  }
+}

@@ -1,0 +1,335 @@
+package io.flatmon.stream;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import io.flatmon.engine.ActivationBatch;
+import io.flatmon.engine.BatchCurvature;
+import io.flatmon.engine.CurvatureEngine;
+import io.flatmon.engine.HeadSnapshot;
+import io.flatmon.engine.StepAggregate;
+import io.flatmon.proto.v1.FlatnessResult;
+import io.flatmon.proto.v1.LayerSnapshot;
+import io.flatmon.proto.v1.MeasurementDone;
+import io.flatmon.proto.v1.MeasurementState;
+import io.flatmon.proto.v1.RejectReason;
+import io.flatmon.proto.v1.Rejected;
+import io.flatmon.proto.v1.RunState;
+import io.flatmon.proto.v1.Split;
+import io.flatmon.proto.v1.TelemetryRecord;
+import io.flatmon.schema.RecordDecoder;
+import io.flatmon.schema.RejectedRecordException;
+import io.flatmon.schema.ResultBuilder;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.apache.kafka.streams.KeyValue;
+import org.apache.kafka.streams.processor.PunctuationType;
+import org.apache.kafka.streams.processor.api.Processor;
+import org.apache.kafka.streams.processor.api.ProcessorContext;
+import org.apache.kafka.streams.processor.api.Record;
+import org.apache.kafka.streams.processor.api.RecordMetadata;
+import org.apache.kafka.streams.state.KeyValueIterator;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Turns each run's telemetry into results. Per run (records arrive in order, keyed by run_id):
+ * a LayerSnapshot replaces the (run, layer) snapshot and closes that layer's measurements of other
+ * steps; an ActivationBatch is measured against the snapshot of its step and folded into the
+ * (run, layer, step, split) {@link StepAggregate}, emitting a running result; MeasurementDone closes
+ * the step's measurements with final results; RunEnded closes everything and starts the retention
+ * clock. Bad records go to the dead-letter topic with a reason; nothing is thrown out of here.
+ *
+ * <p>A batch whose snapshot is missing, or whose step differs from the snapshot's, is rejected as
+ * MISSING_SNAPSHOT: per-run order is guaranteed by keying, so waiting could only help a trainer that
+ * publishes out of order, and a deterministic rejection keeps replays exact.
+ */
+final class TelemetryProcessor implements Processor<String, byte[], String, byte[]> {
+  private static final Logger LOG = LoggerFactory.getLogger(TelemetryProcessor.class);
+  private static final ThreadLocal<CurvatureEngine> ENGINE = ThreadLocal.withInitial(CurvatureEngine::new);
+  private static final int CACHED_HEADS = 32;
+
+  private final TopologySettings settings;
+  private final RecordDecoder decoder;
+  /** Decoded snapshots by (run, layer), so a snapshot is decoded once per instance, not per batch. */
+  private final Map<String, CachedHead> heads = new LinkedHashMap<>(16, 0.75f, true) {
+    @Override
+    protected boolean removeEldestEntry(Map.Entry<String, CachedHead> eldest) {
+      return size() > CACHED_HEADS;
+    }
+  };
+  private ProcessorContext<String, byte[]> context;
+  private KeyValueStore<String, byte[]> snapshots;
+  private KeyValueStore<String, byte[]> measurements;
+  private KeyValueStore<String, byte[]> runs;
+
+  private record CachedHead(long step, HeadSnapshot head) {
+  }
+
+  TelemetryProcessor(TopologySettings settings) {
+    this.settings = settings;
+    this.decoder = new RecordDecoder(settings.maxTensorElements());
+  }
+
+  @Override
+  public void init(ProcessorContext<String, byte[]> context) {
+    this.context = context;
+    this.snapshots = context.getStateStore(FlatmonTopology.SNAPSHOT_STORE);
+    this.measurements = context.getStateStore(FlatmonTopology.MEASUREMENT_STORE);
+    this.runs = context.getStateStore(FlatmonTopology.RUN_STORE);
+    context.schedule(settings.cleanupInterval(), PunctuationType.WALL_CLOCK_TIME, this::expire);
+  }
+
+  @Override
+  public void process(Record<String, byte[]> record) {
+    String runId = record.key();
+    try {
+      if (record.value() == null || record.value().length == 0) {
+        throw new RejectedRecordException(RejectReason.UNDECODABLE, "empty record value");
+      }
+      TelemetryRecord t;
+      try {
+        t = TelemetryRecord.parseFrom(record.value());
+      } catch (InvalidProtocolBufferException e) {
+        throw new RejectedRecordException(RejectReason.UNDECODABLE, "not a TelemetryRecord: " + e.getMessage());
+      }
+      runId = runIdOf(t);
+      if (record.key() == null || !record.key().equals(runId)) {
+        throw new RejectedRecordException(RejectReason.INVALID_VALUE, String.format(
+            "record key '%s' differs from run_id '%s': key telemetry by run_id so each run stays in order",
+            record.key(), runId));
+      }
+      switch (t.getRecordCase()) {
+        case RUN_STARTED -> onRunStarted(runId, record.timestamp());
+        case LAYER_SNAPSHOT -> onSnapshot(t.getLayerSnapshot(), record.timestamp());
+        case ACTIVATION_BATCH -> onBatch(t.getActivationBatch(), record.timestamp());
+        case MEASUREMENT_DONE -> onDone(t.getMeasurementDone(), record.timestamp());
+        case RUN_ENDED -> onEnded(runId, record.timestamp());
+        default -> throw new RejectedRecordException(RejectReason.UNKNOWN_RECORD_TYPE,
+            "the record sets no known variant (newer schema?)");
+      }
+    } catch (RejectedRecordException e) {
+      reject(record, runId, e.reason(), e.getMessage());
+    } catch (RuntimeException e) {
+      // A bug or an unforeseen input must not stop the whole instance: dead-letter it, with the cause.
+      LOG.error("unexpected failure on a record of run {}; sending it to the dead-letter topic", runId, e);
+      reject(record, runId, RejectReason.INVALID_VALUE, "internal error: " + e);
+    }
+  }
+
+  private static String runIdOf(TelemetryRecord t) throws RejectedRecordException {
+    String id = switch (t.getRecordCase()) {
+      case RUN_STARTED -> t.getRunStarted().getRunId();
+      case LAYER_SNAPSHOT -> t.getLayerSnapshot().getRunId();
+      case ACTIVATION_BATCH -> t.getActivationBatch().getRunId();
+      case MEASUREMENT_DONE -> t.getMeasurementDone().getRunId();
+      case RUN_ENDED -> t.getRunEnded().getRunId();
+      default -> throw new RejectedRecordException(RejectReason.UNKNOWN_RECORD_TYPE,
+          "the record sets no known variant (newer schema?)");
+    };
+    if (id.isEmpty()) {
+      throw new RejectedRecordException(RejectReason.MISSING_FIELD, "run_id is required");
+    }
+    return id;
+  }
+
+  private void onRunStarted(String runId, long timestamp) {
+    RunState.Builder run = loadRun(runId, timestamp).toBuilder();
+    // A restarted run id (resumed training) is live again.
+    run.setEnded(false).setEndedWallMs(0);
+    saveRun(run, timestamp);
+  }
+
+  private void onSnapshot(LayerSnapshot s, long timestamp) throws RejectedRecordException {
+    RunState.Builder run = liveRun(s.getRunId(), timestamp);
+    HeadSnapshot head = decoder.snapshot(s);
+    // The next step has started for this layer: its older measurements are complete.
+    closeMeasurements(run, m -> m.getLayer().equals(s.getLayer()) && m.getStep() != s.getStep(), timestamp);
+    String key = StateKeys.head(s.getRunId(), s.getLayer());
+    snapshots.put(key, s.toByteArray());
+    heads.put(key, new CachedHead(s.getStep(), head));
+    if (!run.getLayersList().contains(s.getLayer())) {
+      run.addLayers(s.getLayer());
+    }
+    saveRun(run, timestamp);
+  }
+
+  private void onBatch(io.flatmon.proto.v1.ActivationBatch a, long timestamp) throws RejectedRecordException {
+    RunState.Builder run = liveRun(a.getRunId(), timestamp);
+    CachedHead cached = head(a.getRunId(), a.getLayer());
+    if (cached == null || cached.step != a.getStep()) {
+      throw new RejectedRecordException(RejectReason.MISSING_SNAPSHOT, String.format(
+          "batch of run '%s' layer '%s' step %d has no snapshot of that step%s", a.getRunId(), a.getLayer(),
+          a.getStep(), cached == null ? "" : " (current snapshot: step " + cached.step + ")"));
+    }
+    ActivationBatch batch = decoder.batch(a, cached.head);
+    Split split = a.getSplit() == Split.SPLIT_UNSPECIFIED ? Split.TRAIN : a.getSplit();
+    String key = StateKeys.measurement(a.getRunId(), a.getLayer(), a.getStep(), split);
+    MeasurementState.Builder m = loadMeasurement(key);
+    if (m == null) {
+      m = MeasurementState.newBuilder().setRunId(a.getRunId()).setLayer(a.getLayer()).setStep(a.getStep())
+          .setSplit(split)
+          .setWeightDecayTrace(cached.head.weightDecayTrace())
+          .setWeightDecayRelativeFlatness(cached.head.weightDecayRelativeFlatness())
+          .setTrainerRms(cached.head.inputChannelRms() != null);
+      run.addOpenMeasurements(key);
+    }
+    StepAggregate aggregate = StepAggregate.fromState(m.getAggregate());
+    BatchCurvature curvature = ENGINE.get().compute(cached.head, batch, aggregate.normalizerFor(cached.head, batch));
+    aggregate.add(curvature);
+    m.setAggregate(aggregate.toState()).setLastPublishTimeMicros(a.getPublishTimeMicros());
+    measurements.put(key, m.build().toByteArray());
+    saveRun(run, timestamp);
+    emit(result(m, aggregate, false), timestamp);
+  }
+
+  private void onDone(MeasurementDone d, long timestamp) throws RejectedRecordException {
+    RunState.Builder run = liveRun(d.getRunId(), timestamp);
+    closeMeasurements(run, m -> m.getStep() == d.getStep()
+        && (d.getLayer().isEmpty() || m.getLayer().equals(d.getLayer())), timestamp);
+    saveRun(run, timestamp);
+  }
+
+  private void onEnded(String runId, long timestamp) {
+    RunState.Builder run = loadRun(runId, timestamp).toBuilder();
+    closeMeasurements(run, m -> true, timestamp);
+    run.setEnded(true).setEndedWallMs(System.currentTimeMillis());
+    saveRun(run, timestamp);
+  }
+
+  /** Emits final results for the run's open measurements that match, and forgets them. */
+  private void closeMeasurements(RunState.Builder run, java.util.function.Predicate<MeasurementState.Builder> which,
+      long timestamp) {
+    List<String> stillOpen = new ArrayList<>();
+    for (String key : run.getOpenMeasurementsList()) {
+      MeasurementState.Builder m = loadMeasurement(key);
+      if (m == null) {
+        continue;
+      }
+      if (which.test(m)) {
+        emit(result(m, StepAggregate.fromState(m.getAggregate()), true), timestamp);
+        measurements.delete(key);
+      } else {
+        stillOpen.add(key);
+      }
+    }
+    run.clearOpenMeasurements().addAllOpenMeasurements(stillOpen);
+  }
+
+  private static FlatnessResult result(MeasurementState.Builder m, StepAggregate aggregate, boolean last) {
+    return ResultBuilder.build(m.getRunId(), m.getLayer(), m.getStep(), m.getSplit(), last, aggregate,
+        m.getWeightDecayTrace(), m.getWeightDecayRelativeFlatness(), m.getTrainerRms(), Double.NaN)
+        .toBuilder().setPublishTimeMicros(m.getLastPublishTimeMicros()).build();
+  }
+
+  /** Finalises and drops runs that ended longer than the retention ago, or have been idle too long. */
+  private void expire(long wallClockMs) {
+    List<KeyValue<String, RunState>> drop = new ArrayList<>();
+    try (KeyValueIterator<String, byte[]> it = runs.all()) {
+      while (it.hasNext()) {
+        KeyValue<String, byte[]> kv = it.next();
+        RunState run = parseRun(kv.value);
+        boolean endedLongAgo = run.getEnded()
+            && wallClockMs - run.getEndedWallMs() >= settings.endedRetention().toMillis();
+        boolean idle = !run.getEnded()
+            && wallClockMs - run.getLastSeenWallMs() >= settings.idleExpiry().toMillis();
+        if (endedLongAgo || idle) {
+          drop.add(KeyValue.pair(kv.key, run));
+        }
+      }
+    }
+    for (KeyValue<String, RunState> kv : drop) {
+      RunState.Builder run = kv.value.toBuilder();
+      closeMeasurements(run, m -> true, wallClockMs);
+      for (String layer : run.getLayersList()) {
+        String key = StateKeys.head(run.getRunId(), layer);
+        snapshots.delete(key);
+        heads.remove(key);
+      }
+      runs.delete(kv.key);
+      LOG.info("run {} {}: its state is released", run.getRunId(), run.getEnded() ? "ended" : "expired (idle)");
+    }
+  }
+
+  private CachedHead head(String runId, String layer) throws RejectedRecordException {
+    String key = StateKeys.head(runId, layer);
+    CachedHead cached = heads.get(key);
+    if (cached == null) {
+      byte[] bytes = snapshots.get(key);
+      if (bytes == null) {
+        return null;
+      }
+      try {
+        LayerSnapshot s = LayerSnapshot.parseFrom(bytes);
+        cached = new CachedHead(s.getStep(), decoder.snapshot(s));
+      } catch (InvalidProtocolBufferException e) {
+        throw new IllegalStateException("corrupt snapshot store entry " + key, e);
+      }
+      heads.put(key, cached);
+    }
+    return cached;
+  }
+
+  /** The run's state, rejecting records of a run that has ended (until RunStarted reopens it). */
+  private RunState.Builder liveRun(String runId, long timestamp) throws RejectedRecordException {
+    RunState run = loadRun(runId, timestamp);
+    if (run.getEnded()) {
+      throw new RejectedRecordException(RejectReason.UNKNOWN_RUN,
+          "run '" + runId + "' has ended (RunEnded received); send RunStarted to reopen it");
+    }
+    return run.toBuilder();
+  }
+
+  private RunState loadRun(String runId, long timestamp) {
+    byte[] bytes = runs.get(runId);
+    if (bytes == null) {
+      return RunState.newBuilder().setRunId(runId).setFirstSeenMs(timestamp).build();
+    }
+    return parseRun(bytes);
+  }
+
+  private static RunState parseRun(byte[] bytes) {
+    try {
+      return RunState.parseFrom(bytes);
+    } catch (InvalidProtocolBufferException e) {
+      throw new IllegalStateException("corrupt run store entry", e);
+    }
+  }
+
+  private void saveRun(RunState.Builder run, long timestamp) {
+    run.setLastSeenMs(Math.max(run.getLastSeenMs(), timestamp)).setLastSeenWallMs(System.currentTimeMillis());
+    runs.put(run.getRunId(), run.build().toByteArray());
+  }
+
+  private MeasurementState.Builder loadMeasurement(String key) {
+    byte[] bytes = measurements.get(key);
+    if (bytes == null) {
+      return null;
+    }
+    try {
+      return MeasurementState.parseFrom(bytes).toBuilder();
+    } catch (InvalidProtocolBufferException e) {
+      throw new IllegalStateException("corrupt measurement store entry " + key, e);
+    }
+  }
+
+  private void emit(FlatnessResult result, long timestamp) {
+    context.forward(new Record<>(result.getRunId(), result.toByteArray(), timestamp), FlatmonTopology.RESULTS_SINK);
+  }
+
+  private void reject(Record<String, byte[]> record, String runId, RejectReason reason, String detail) {
+    Rejected.Builder r = Rejected.newBuilder()
+        .setReason(reason)
+        .setDetail(detail)
+        .setRunId(runId == null ? "" : runId)
+        .setRecordSizeBytes(record.value() == null ? 0 : record.value().length)
+        .setRejectedTimeMicros(System.currentTimeMillis() * 1000L);
+    context.recordMetadata().ifPresent((RecordMetadata md) -> r.setSourceTopic(md.topic())
+        .setSourcePartition(md.partition()).setSourceOffset(md.offset()));
+    LOG.warn("rejected record {}/{}@{} of run '{}': {}: {}", r.getSourceTopic(), r.getSourcePartition(),
+        r.getSourceOffset(), r.getRunId(), reason, detail);
+    context.forward(new Record<>(runId, r.build().toByteArray(), record.timestamp()),
+        FlatmonTopology.DEAD_LETTER_SINK);
+  }
+}
