@@ -18,6 +18,10 @@ public final class FlatmonTopology {
   public static final String SNAPSHOT_STORE = "flatmon-snapshots";
   public static final String MEASUREMENT_STORE = "flatmon-measurements";
   public static final String RUN_STORE = "flatmon-runs";
+  /** Latest result (running or final) per (run, layer, split), for the query API. */
+  public static final String LATEST_STORE = "flatmon-latest";
+  /** Final results per (run, layer, step, split), the last {@code historySteps} steps of each run. */
+  public static final String HISTORY_STORE = "flatmon-history";
   static final String SOURCE = "telemetry-source";
   static final String PROCESSOR = "telemetry-processor";
   static final String RESULTS_SINK = "results-sink";
@@ -38,6 +42,8 @@ public final class FlatmonTopology {
     t.addStateStore(store(SNAPSHOT_STORE), PROCESSOR);
     t.addStateStore(store(MEASUREMENT_STORE), PROCESSOR);
     t.addStateStore(store(RUN_STORE), PROCESSOR);
+    t.addStateStore(store(LATEST_STORE), PROCESSOR);
+    t.addStateStore(store(HISTORY_STORE), PROCESSOR);
     t.addSink(RESULTS_SINK, Topics.RESULTS, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
         PROCESSOR);
     t.addSink(DEAD_LETTER_SINK, Topics.DEAD_LETTER, Serdes.String().serializer(), Serdes.ByteArray().serializer(),

@@ -14,6 +14,16 @@ final class StateKeys {
     return run + SEP + layer;
   }
 
+  /** Prefix of every key of one run in the latest and history stores. */
+  static String runPrefix(String run) {
+    return run + SEP;
+  }
+
+  /** (run, layer, split): the latest store. */
+  static String latest(String run, String layer, Split split) {
+    return run + SEP + layer + SEP + split.name();
+  }
+
   /** (run, layer, step, split): the measurement store. Steps are zero-padded so keys sort by step. */
   static String measurement(String run, String layer, long step, Split split) {
     return run + SEP + layer + SEP + String.format("%019d", step) + SEP + split.name();

@@ -63,6 +63,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   private KeyValueStore<String, byte[]> snapshots;
   private KeyValueStore<String, byte[]> measurements;
   private KeyValueStore<String, byte[]> runs;
+  private KeyValueStore<String, byte[]> latest;
+  private KeyValueStore<String, byte[]> history;
 
   private record CachedHead(long step, HeadSnapshot head) {
   }
@@ -78,6 +80,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     this.snapshots = context.getStateStore(FlatmonTopology.SNAPSHOT_STORE);
     this.measurements = context.getStateStore(FlatmonTopology.MEASUREMENT_STORE);
     this.runs = context.getStateStore(FlatmonTopology.RUN_STORE);
+    this.latest = context.getStateStore(FlatmonTopology.LATEST_STORE);
+    this.history = context.getStateStore(FlatmonTopology.HISTORY_STORE);
     context.schedule(settings.cleanupInterval(), PunctuationType.WALL_CLOCK_TIME, this::expire);
   }
 
@@ -248,6 +252,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         heads.remove(key);
       }
       runs.delete(kv.key);
+      deletePrefix(latest, run.getRunId());
+      deletePrefix(history, run.getRunId());
       LOG.info("run {} {}: its state is released", run.getRunId(), run.getEnded() ? "ended" : "expired (idle)");
     }
   }
@@ -315,7 +321,40 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   }
 
   private void emit(FlatnessResult result, long timestamp) {
-    context.forward(new Record<>(result.getRunId(), result.toByteArray(), timestamp), FlatmonTopology.RESULTS_SINK);
+    byte[] bytes = result.toByteArray();
+    context.forward(new Record<>(result.getRunId(), bytes, timestamp), FlatmonTopology.RESULTS_SINK);
+    latest.put(StateKeys.latest(result.getRunId(), result.getLayer(), result.getSplit()), bytes);
+    if (result.getFinal()) {
+      history.put(StateKeys.measurement(result.getRunId(), result.getLayer(), result.getStep(), result.getSplit()),
+          bytes);
+      trimHistory(result.getRunId());
+    }
+  }
+
+  /** Keeps the final results of the run's last {@code historySteps} steps (keys sort by layer, then step). */
+  private void trimHistory(String runId) {
+    java.util.TreeMap<Long, List<String>> keysByStep = new java.util.TreeMap<>();
+    try (KeyValueIterator<String, byte[]> it = history.prefixScan(StateKeys.runPrefix(runId),
+        org.apache.kafka.common.serialization.Serdes.String().serializer())) {
+      while (it.hasNext()) {
+        String key = it.next().key;
+        String[] parts = key.split("\u001f");
+        keysByStep.computeIfAbsent(Long.parseLong(parts[parts.length - 2]), s -> new ArrayList<>()).add(key);
+      }
+    }
+    while (keysByStep.size() > settings.historySteps()) {
+      keysByStep.pollFirstEntry().getValue().forEach(history::delete);
+    }
+  }
+
+  /** Deletes every key of the run in a (run-prefixed) store. */
+  private static void deletePrefix(KeyValueStore<String, byte[]> store, String runId) {
+    List<String> keys = new ArrayList<>();
+    try (KeyValueIterator<String, byte[]> it = store.prefixScan(StateKeys.runPrefix(runId),
+        org.apache.kafka.common.serialization.Serdes.String().serializer())) {
+      it.forEachRemaining(kv -> keys.add(kv.key));
+    }
+    keys.forEach(store::delete);
   }
 
   private void reject(Record<String, byte[]> record, String runId, RejectReason reason, String detail) {

@@ -1,0 +1,164 @@
+package io.flatmon.stream;
+
+import io.flatmon.broker.EmbeddedKafka;
+import io.flatmon.broker.TopicSetup;
+import io.flatmon.engine.EngineInfo;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
+import org.apache.kafka.streams.state.HostInfo;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One flatmon instance: an embedded single-node KRaft broker when no bootstrap servers are given,
+ * the versioned topics (created if missing), the Kafka Streams application and the HTTP endpoint.
+ * Instances pointed at the same cluster with the same application id share the work.
+ */
+public final class FlatmonService implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(FlatmonService.class);
+
+  /** What an instance needs to know. */
+  public record Config(
+      String bootstrapServers,
+      Path dataDir,
+      int brokerPort,
+      Map<String, Object> clientConfig,
+      String applicationId,
+      int partitions,
+      short replicationFactor,
+      long telemetryRetentionMs,
+      int streamThreads,
+      String httpHost,
+      int httpPort,
+      TopologySettings topology) {
+  }
+
+  private final Config config;
+  private EmbeddedKafka broker;
+  private KafkaStreams streams;
+  private QueryApi api;
+  private String bootstrap;
+
+  public FlatmonService(Config config) {
+    this.config = config;
+  }
+
+  /**
+   * Starts everything and waits until the Streams application is RUNNING.
+   *
+   * @throws IllegalStateException with a readable message when Kafka is unreachable, refuses the
+   *     credentials, or the application fails
+   */
+  public FlatmonService start(Duration timeout) throws IOException, InterruptedException {
+    long t0 = System.nanoTime();
+    EngineInfo.current();
+    Files.createDirectories(config.dataDir());
+    bootstrap = config.bootstrapServers();
+    if (bootstrap == null) {
+      broker = EmbeddedKafka.builder().dataDir(config.dataDir().resolve("kafka")).port(config.brokerPort()).build()
+          .start();
+      bootstrap = broker.bootstrapServers();
+      LOG.info("embedded Kafka broker listening on {} (data in {})", bootstrap, config.dataDir().resolve("kafka"));
+    }
+    createTopics();
+    api = new QueryApi(new InetSocketAddress(config.httpHost(), config.httpPort()));
+    HostInfo self = new HostInfo(config.httpHost(), api.port());
+    Properties props = StreamsSettings.properties(bootstrap, config.applicationId(),
+        config.dataDir().resolve("streams"), config.streamThreads(), config.replicationFactor(),
+        self.host() + ":" + self.port(), config.clientConfig());
+    streams = new KafkaStreams(FlatmonTopology.build(config.topology()), props);
+    CountDownLatch running = new CountDownLatch(1);
+    AtomicReference<Throwable> failure = new AtomicReference<>();
+    streams.setStateListener((now, before) -> {
+      LOG.info("Kafka Streams {} -> {}", before, now);
+      if (now == KafkaStreams.State.RUNNING || now == KafkaStreams.State.ERROR) {
+        running.countDown();
+      }
+    });
+    streams.setUncaughtExceptionHandler(e -> {
+      LOG.error("stream thread failed; replacing it", e);
+      failure.compareAndSet(null, e);
+      return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.REPLACE_THREAD;
+    });
+    api.attach(streams, self);
+    api.start();
+    streams.start();
+    if (!running.await(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+      throw new IllegalStateException("Kafka Streams did not reach RUNNING within " + timeout.toSeconds()
+          + " s (state " + streams.state() + ")" + (failure.get() == null ? "" : ": " + failure.get()));
+    }
+    if (streams.state() == KafkaStreams.State.ERROR) {
+      throw new IllegalStateException("Kafka Streams failed: " + failure.get());
+    }
+    LOG.info("flatmon is running in {} s: reading {} from {}; query API and metrics on http://{}:{}/",
+        String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
+        config.httpHost(), api.port());
+    return this;
+  }
+
+  private void createTopics() {
+    Map<String, Object> adminConfig = new HashMap<>(config.clientConfig());
+    adminConfig.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+    adminConfig.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30_000);
+    adminConfig.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 15_000);
+    try (Admin admin = Admin.create(adminConfig)) {
+      TopicSetup.ensure(admin, config.partitions(), config.replicationFactor(), config.telemetryRetentionMs());
+    } catch (RuntimeException e) {
+      Throwable cause = e;
+      while (cause.getCause() != null && !(cause instanceof org.apache.kafka.common.errors.ApiException)) {
+        cause = cause.getCause();
+      }
+      if (cause instanceof org.apache.kafka.common.errors.AuthenticationException) {
+        throw new IllegalStateException("Kafka at " + bootstrap + " refused the credentials: " + cause.getMessage()
+            + " (check sasl.jaas.config / security.protocol in --kafka-config)", e);
+      }
+      throw new IllegalStateException("cannot set up topics on Kafka at " + bootstrap + ": " + cause, e);
+    }
+  }
+
+  public String bootstrapServers() {
+    return bootstrap;
+  }
+
+  public int httpPort() {
+    return api.port();
+  }
+
+  public KafkaStreams streams() {
+    return streams;
+  }
+
+  /** Registers another HTTP handler (e.g. /metrics) on the instance's port. */
+  public void addHttpContext(String path, com.sun.net.httpserver.HttpHandler handler) {
+    api.addContext(path, handler);
+  }
+
+  /** Stops the application, the HTTP endpoint and the embedded broker (within about 10 s). */
+  @Override
+  public void close() {
+    long t0 = System.nanoTime();
+    if (api != null) {
+      api.close();
+    }
+    if (streams != null) {
+      streams.close(Duration.ofSeconds(5));
+    }
+    if (broker != null) {
+      broker.close();
+    }
+    LOG.info("flatmon stopped in {} s", String.format("%.1f", (System.nanoTime() - t0) / 1e9));
+  }
+}

@@ -1,0 +1,54 @@
+package io.flatmon.stream;
+
+import io.flatmon.broker.Topics;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.Properties;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.config.TopicConfig;
+import org.apache.kafka.streams.StreamsConfig;
+
+/**
+ * The Kafka Streams configuration of a flatmon instance. Records up to 64 MiB (a 512×512×3×3 kernel is
+ * 9.4 MB) must pass every client Streams creates — its producer, its consumers and its internal
+ * (changelog) topics — or the application stops on the first big snapshot; so each limit is raised
+ * with the matching prefix.
+ */
+public final class StreamsSettings {
+  private StreamsSettings() {
+  }
+
+  /**
+   * @param clientConfig user-supplied client properties (security.protocol, SASL, TLS), applied to
+   *     every client; they win over flatmon's defaults except the size limits
+   * @param applicationServer this instance's query endpoint host:port, advertised to the others
+   */
+  public static Properties properties(String bootstrapServers, String applicationId, Path stateDir, int threads,
+      int replicationFactor, String applicationServer, Map<String, Object> clientConfig) {
+    Properties p = new Properties();
+    p.put(StreamsConfig.APPLICATION_ID_CONFIG, applicationId);
+    p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+    p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+    p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
+    p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, threads);
+    p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, replicationFactor);
+    p.put(StreamsConfig.APPLICATION_SERVER_CONFIG, applicationServer);
+    // Per-record work is milliseconds to seconds (a batch is a curvature computation): small polls keep
+    // the poll interval far from its limit, and a short commit interval keeps results flowing.
+    p.put(StreamsConfig.consumerPrefix(ConsumerConfig.MAX_POLL_RECORDS_CONFIG), 20);
+    p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
+    p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
+    p.put("processing.exception.handler.global.enabled", true);
+    clientConfig.forEach(p::put);
+    Topics.largeMessageProducerConfig().forEach((k, v) -> p.put(StreamsConfig.producerPrefix(k), v));
+    Topics.largeMessageConsumerConfig().forEach((k, v) -> {
+      p.put(StreamsConfig.consumerPrefix(k), v);
+      p.put(StreamsConfig.restoreConsumerPrefix(k), v);
+      p.put(StreamsConfig.globalConsumerPrefix(k), v);
+    });
+    p.put(StreamsConfig.producerPrefix(ProducerConfig.COMPRESSION_TYPE_CONFIG), Topics.COMPRESSION);
+    p.put(StreamsConfig.topicPrefix(TopicConfig.MAX_MESSAGE_BYTES_CONFIG), Integer.toString(Topics.MAX_MESSAGE_BYTES));
+    return p;
+  }
+}
