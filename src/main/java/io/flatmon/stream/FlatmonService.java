@@ -47,6 +47,7 @@ public final class FlatmonService implements AutoCloseable {
   }
 
   private final Config config;
+  private final io.flatmon.metrics.FlatmonMetrics metrics = new io.flatmon.metrics.FlatmonMetrics();
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private QueryApi api;
@@ -79,7 +80,8 @@ public final class FlatmonService implements AutoCloseable {
     Properties props = StreamsSettings.properties(bootstrap, config.applicationId(),
         config.dataDir().resolve("streams"), config.streamThreads(), config.replicationFactor(),
         self.host() + ":" + self.port(), config.clientConfig());
-    streams = new KafkaStreams(FlatmonTopology.build(config.topology()), props);
+    streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics), props);
+    metrics.bind(streams);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
     streams.setStateListener((now, before) -> {
@@ -94,6 +96,7 @@ public final class FlatmonService implements AutoCloseable {
       return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.REPLACE_THREAD;
     });
     api.attach(streams, self);
+    api.addContext("/metrics", metrics.httpHandler());
     api.start();
     streams.start();
     if (!running.await(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
@@ -141,6 +144,10 @@ public final class FlatmonService implements AutoCloseable {
     return streams;
   }
 
+  public io.flatmon.metrics.FlatmonMetrics metrics() {
+    return metrics;
+  }
+
   /** Registers another HTTP handler (e.g. /metrics) on the instance's port. */
   public void addHttpContext(String path, com.sun.net.httpserver.HttpHandler handler) {
     api.addContext(path, handler);
@@ -159,6 +166,7 @@ public final class FlatmonService implements AutoCloseable {
     if (broker != null) {
       broker.close();
     }
+    metrics.close();
     LOG.info("flatmon stopped in {} s", String.format("%.1f", (System.nanoTime() - t0) / 1e9));
   }
 }

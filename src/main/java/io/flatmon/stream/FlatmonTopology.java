@@ -36,9 +36,14 @@ public final class FlatmonTopology {
   }
 
   public static Topology build(TopologySettings settings) {
+    return build(settings, TopologyListener.NONE);
+  }
+
+  /** The topology, reporting results, rejections and released runs to the listener (metrics). */
+  public static Topology build(TopologySettings settings, TopologyListener listener) {
     Topology t = new Topology();
     t.addSource(SOURCE, Serdes.String().deserializer(), Serdes.ByteArray().deserializer(), Topics.TELEMETRY);
-    t.addProcessor(PROCESSOR, () -> new TelemetryProcessor(settings), SOURCE);
+    t.addProcessor(PROCESSOR, () -> new TelemetryProcessor(settings, listener), SOURCE);
     t.addStateStore(store(SNAPSHOT_STORE), PROCESSOR);
     t.addStateStore(store(MEASUREMENT_STORE), PROCESSOR);
     t.addStateStore(store(RUN_STORE), PROCESSOR);

@@ -51,7 +51,10 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   private static final int CACHED_HEADS = 32;
 
   private final TopologySettings settings;
+  private final TopologyListener listener;
   private final RecordDecoder decoder;
+  /** Runs this processor (task) has handled, released to the listener when the task closes. */
+  private final java.util.Set<String> seenRuns = new java.util.HashSet<>();
   /** Decoded snapshots by (run, layer), so a snapshot is decoded once per instance, not per batch. */
   private final Map<String, CachedHead> heads = new LinkedHashMap<>(16, 0.75f, true) {
     @Override
@@ -69,8 +72,9 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   private record CachedHead(long step, HeadSnapshot head) {
   }
 
-  TelemetryProcessor(TopologySettings settings) {
+  TelemetryProcessor(TopologySettings settings, TopologyListener listener) {
     this.settings = settings;
+    this.listener = listener;
     this.decoder = new RecordDecoder(settings.maxTensorElements());
   }
 
@@ -180,12 +184,16 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       run.addOpenMeasurements(key);
     }
     StepAggregate aggregate = StepAggregate.fromState(m.getAggregate());
+    long t0 = System.nanoTime();
     BatchCurvature curvature = ENGINE.get().compute(cached.head, batch, aggregate.normalizerFor(cached.head, batch));
+    double seconds = (System.nanoTime() - t0) / 1e9;
     aggregate.add(curvature);
     m.setAggregate(aggregate.toState()).setLastPublishTimeMicros(a.getPublishTimeMicros());
     measurements.put(key, m.build().toByteArray());
     saveRun(run, timestamp);
-    emit(result(m, aggregate, false), timestamp);
+    FlatnessResult result = result(m, aggregate, false);
+    emit(result, timestamp);
+    listener.onResult(result, seconds, batch.samples());
   }
 
   private void onDone(MeasurementDone d, long timestamp) throws RejectedRecordException {
@@ -212,7 +220,9 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         continue;
       }
       if (which.test(m)) {
-        emit(result(m, StepAggregate.fromState(m.getAggregate()), true), timestamp);
+        FlatnessResult result = result(m, StepAggregate.fromState(m.getAggregate()), true);
+        emit(result, timestamp);
+        listener.onResult(result, Double.NaN, 0);
         measurements.delete(key);
       } else {
         stillOpen.add(key);
@@ -254,6 +264,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       runs.delete(kv.key);
       deletePrefix(latest, run.getRunId());
       deletePrefix(history, run.getRunId());
+      seenRuns.remove(run.getRunId());
+      listener.onRunReleased(run.getRunId());
       LOG.info("run {} {}: its state is released", run.getRunId(), run.getEnded() ? "ended" : "expired (idle)");
     }
   }
@@ -303,7 +315,15 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     }
   }
 
+  /** The task is closing (shutdown or its partition moved): stop exporting its runs from here. */
+  @Override
+  public void close() {
+    seenRuns.forEach(listener::onRunReleased);
+    seenRuns.clear();
+  }
+
   private void saveRun(RunState.Builder run, long timestamp) {
+    seenRuns.add(run.getRunId());
     run.setLastSeenMs(Math.max(run.getLastSeenMs(), timestamp)).setLastSeenWallMs(System.currentTimeMillis());
     runs.put(run.getRunId(), run.build().toByteArray());
   }
@@ -366,6 +386,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         .setRejectedTimeMicros(System.currentTimeMillis() * 1000L);
     context.recordMetadata().ifPresent((RecordMetadata md) -> r.setSourceTopic(md.topic())
         .setSourcePartition(md.partition()).setSourceOffset(md.offset()));
+    listener.onRejected(reason);
     LOG.warn("rejected record {}/{}@{} of run '{}': {}: {}", r.getSourceTopic(), r.getSourcePartition(),
         r.getSourceOffset(), r.getRunId(), reason, detail);
     context.forward(new Record<>(runId, r.build().toByteArray(), record.timestamp()),
