@@ -31,11 +31,20 @@ public final class MachinePeak {
       return cores * (double) fmaUnits * lanes * 2.0 * clockGhz;
     }
 
+    /** The same limit for 256-bit (AVX2) code, what OpenBLAS's Haswell kernels can reach. */
+    public double avx2Gflops() {
+      return cores * (double) fmaUnits * 8 * 2.0 * clockGhz;
+    }
+
     @Override
     public String toString() {
-      return String.format(Locale.ROOT,
+      String s = String.format(Locale.ROOT,
           "%.1f GFLOP/s (%d cores × %d FMA units × %d floats (%s) × 2 flops × %.3f GHz from %s)",
           gflops(), cores, fmaUnits, lanes, isa, clockGhz, clockSource);
+      if (lanes != 8) {
+        s += String.format(Locale.ROOT, "; 256-bit AVX2 code: %.1f GFLOP/s", avx2Gflops());
+      }
+      return s;
     }
   }
 

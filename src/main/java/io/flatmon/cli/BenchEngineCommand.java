@@ -48,7 +48,8 @@ import picocli.CommandLine.Option;
         "K = 1000) and ResNet-50 (C = 2048, C_in = 512, 1×1, 7×7, K = 1000), ReLU, with and without the",
         "pre-activation Z sent. Before and after the JMH run it measures ND4J's sgemm peak (median of",
         "several n×n float GEMMs) and prints a Markdown table of samples/s, flops/sample, GFLOP/s and the",
-        "fraction of the measured sgemm peak and of the physical limit (cores × 2 FMA × 8 floats × 2 × clock).",
+        "fraction of the measured sgemm peak and of the physical limit: cores × 2 FMA units × 8 floats (16",
+        "with AVX-512) × 2 flops × clock, the clock from \"cpu MHz\" in /proc/cpuinfo (nominal; boost can exceed it).",
         "",
         "flops/sample counts only GEMMs, for the route CurvatureEngine takes (docs/math.md §6):",
         "  2·P·d·C      conv forward Zᵀ = X W_fᵀ (only when Z is not sent)",
@@ -142,6 +143,10 @@ final class BenchEngineCommand implements Callable<Integer> {
     }
     MachinePeak.Physical physical = MachinePeak.physical(clockGhz);
     out.println("Physical limit: " + physical);
+    String coreType = System.getenv("OPENBLAS_CORETYPE");
+    if (coreType != null && !coreType.isBlank()) {
+      out.println("Note: OPENBLAS_CORETYPE=" + coreType + " pins OpenBLAS's kernels to that CPU type.");
+    }
     MachinePeak.Sgemm before = MachinePeak.sgemm(peakSize, peakRepeats);
     out.println("sgemm peak before: " + before);
     out.flush();
@@ -204,7 +209,7 @@ final class BenchEngineCommand implements Callable<Integer> {
     out.print(table);
     out.println();
     out.printf(Locale.ROOT, "JMH: %d fork(s), %d warm-up + %d measurement iterations of %s; ± is JMH's 99.9 %% "
-        + "confidence half-width (n/a with fewer than 2 iterations).%n", forks, warmupIterations,
+        + "confidence half-width (n/a with fewer than 3 measurement iterations).%n", forks, warmupIterations,
         measurementIterations, iterationTime);
     double seconds = (System.nanoTime() - started) / 1e9;
     out.printf(Locale.ROOT, "Total time: %.0f s%n", seconds);
