@@ -1,7 +1,6 @@
 package io.flatmon.engine;
 
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -45,7 +44,13 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   private final GramRoute route;
   private final DataType dtype;
-  private final Map<String, INDArray> buffers = new HashMap<>();
+  /** Working arrays by name and shape; a few batch shapes' worth are kept. */
+  private final Map<String, INDArray> buffers = new java.util.LinkedHashMap<>(16, 0.75f, true) {
+    @Override
+    protected boolean removeEldestEntry(Map.Entry<String, INDArray> eldest) {
+      return size() > 64;
+    }
+  };
   /** Identity-keyed LRU: HeadSnapshot has no value equality, and a new snapshot is a new object. */
   private final Map<HeadSnapshot, PreparedHead> prepared;
 
@@ -108,49 +113,48 @@ public final class CurvatureEngine implements CurvatureComputer {
       inverseRho = inverseExpandedRms(head, inputChannelRms);
     }
 
-    // Patches of every sample as rows: im2col writes through a permuted view of a
-    // [B, H', W', C_in, kh, kw] buffer, so the rows [B·P, d] are contiguous (eq. 1).
-    INDArray input = array(batch.input(), b, cin, batch.height(), batch.width());
-    INDArray cols = buffer("cols", b, outH, outW, cin, geo.kernelHeight(), geo.kernelWidth());
+    // Patches in im2col's natural layout [B, C_in, kh, kw, H', W'] = [B, d, P]: column p of sample n
+    // is x_p (eq. 1). Writing through a permuted view (rows layout) was 3-5x slower.
+    INDArray input = upload("input", batch.input(), b, cin, batch.height(), batch.width());
+    INDArray cols = buffer("cols", b, cin, geo.kernelHeight(), geo.kernelWidth(), outH, outW);
     Convolution.im2col(input, geo.kernelHeight(), geo.kernelWidth(), geo.strideHeight(), geo.strideWidth(),
-        geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false,
-        cols.permute(0, 3, 4, 5, 1, 2));
-    INDArray rows = cols.reshape('c', (long) b * p, d);
-    INDArray patches = cols.reshape('c', b, p, d);
+        geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false, cols);
+    INDArray patches = cols.reshape('c', b, d, p);
 
     INDArray z;
     if (batch.hasPreActivation()) {
-      z = array(batch.preActivation(), b, c, p);
+      z = upload("z", batch.preActivation(), b, c, p);
     } else {
-      // Conv forward as one GEMM with the shared kernel: Zᵀ = X W_fᵀ, then a·(· + β).
-      INDArray zt = buffer("zt", (long) b * p, c);
-      Nd4j.gemm(rows, weights.kernel, zt, false, true, 1.0, 0.0);
+      // Conv forward as one GEMM with the shared kernel: Z = W_f [X_1 … X_B], then a·(· + β).
+      INDArray x = patches.permute(1, 0, 2).dup('c').reshape('c', d, (long) b * p);
+      INDArray zc = buffer("zc", c, (long) b * p);
+      Nd4j.gemm(weights.kernel, x, zc, false, false, 1.0, 0.0);
       if (weights.bias != null) {
-        zt.addiRowVector(weights.bias);
+        zc.addiColumnVector(weights.bias.reshape(c, 1));
       }
       if (weights.scale != null) {
-        zt.muliRowVector(weights.scale);
+        zc.muliColumnVector(weights.scale.reshape(c, 1));
       }
-      z = zt.reshape('c', b, p, c).permute(0, 2, 1).dup('c');
+      z = zc.reshape('c', c, b, p).permute(1, 0, 2).dup('c');
     }
     ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z);
-    double[][] pooled = sigma.value().mean(2).toDoubleMatrix();
+    double[][] pooled = rows(host(sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
     INDArray mt = sigma.first().muli(weights.scaleOver(p));
 
     INDArray gram = null;
     INDArray gramNorm = null;
-    INDArray scaledPatches = inverseRho == null ? null : patches.mul(inverseRho);
+    INDArray scaledPatches = inverseRho == null ? null : patches.mul(inverseRho.reshape(1, d, 1));
     boolean patchGram = usesPatchGram(route, c, d, p);
     double[][] patchNorms = null;
     double[][] patchNormsNormalized = null;
     if (patchGram || sigma.second() != null) {
       gram = buffer("gram", b, p, p);
-      Nd4j.matmul(patches, patches, gram, false, true, false);
+      Nd4j.matmul(patches, patches, gram, true, false, false);
       patchNorms = diagonalRows(gram, b, p);
       if (scaledPatches != null) {
         gramNorm = buffer("gramNorm", b, p, p);
-        Nd4j.matmul(scaledPatches, scaledPatches, gramNorm, false, true, false);
+        Nd4j.matmul(scaledPatches, scaledPatches, gramNorm, true, false, false);
         patchNormsNormalized = diagonalRows(gramNorm, b, p);
       }
     }
@@ -167,7 +171,8 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     float[] v = head.classifierWeight();
     float[] vb = head.classifierBias();
-    int chunk = (int) Math.max(1, Math.min(b, CHUNK_ELEMENTS / ((long) c * Math.max(c, d))));
+    // Only Γ [m, C, C] (and G [m, C, d] on the filter route) scale with the chunk.
+    int chunk = (int) Math.max(1, Math.min(b, CHUNK_ELEMENTS / ((long) c * (patchGram ? c : Math.max(c, d)))));
     SoftmaxOutput[] softmax = new SoftmaxOutput[b];
     for (int n0 = 0; n0 < b; n0 += chunk) {
       int n1 = Math.min(b, n0 + chunk);
@@ -178,7 +183,7 @@ public final class CurvatureEngine implements CurvatureComputer {
             batch.hasLabels() ? batch.labels()[n] : -1);
         stackAnchoredRows(softmax[n], v, stacked, (n - n0) * (k + 1) * c);
       }
-      INDArray r = Nd4j.create(stacked, new long[] {m, k + 1, c}, 'c').castTo(dtype);
+      INDArray r = upload("r", stacked, m, k + 1, c);
       INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray patchChunk = patches.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
 
@@ -235,8 +240,8 @@ public final class CurvatureEngine implements CurvatureComputer {
       Nd4j.matmul(t, mtChunk, gamma, false, true, false);
       return rowDots(t, mtChunk);
     }
-    INDArray g = buffer(scratch, m, c, patchChunk.size(2));
-    Nd4j.matmul(mtChunk, patchChunk, g, false, false, false);
+    INDArray g = buffer(scratch, m, c, patchChunk.size(1));
+    Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
     Nd4j.matmul(g, g, gamma, false, true, false);
     return rowDots(g, g);
   }
@@ -250,16 +255,15 @@ public final class CurvatureEngine implements CurvatureComputer {
     int n = (int) a.size(0);
     int rows = (int) a.size(1);
     int cols = (int) a.size(2);
-    double[][] x = a.reshape('c', (long) n * rows, cols).toDoubleMatrix();
-    double[][] y = a == b ? x : b.dup('c').reshape('c', (long) n * rows, cols).toDoubleMatrix();
+    double[] x = host(a);
+    double[] y = a == b ? x : host(b);
     double[][] out = new double[n][rows];
     for (int s = 0; s < n; s++) {
       for (int i = 0; i < rows; i++) {
-        double[] xr = x[s * rows + i];
-        double[] yr = y[s * rows + i];
+        int base = (s * rows + i) * cols;
         double sum = 0.0;
         for (int j = 0; j < cols; j++) {
-          sum += xr[j] * yr[j];
+          sum += x[base + j] * y[base + j];
         }
         out[s][i] = sum;
       }
@@ -337,14 +341,14 @@ public final class CurvatureEngine implements CurvatureComputer {
    * smooth activations, so this sum cancels and float32 accumulation would cost digits. O(BCP).
    */
   private static double[][] curvatureWeights(INDArray weightedSecond, double[][] norms, int b, int c, int p) {
-    double[][] s = weightedSecond.reshape('c', (long) b * c, p).toDoubleMatrix();
+    double[] s = host(weightedSecond);
     double[][] q = new double[b][c];
     for (int n = 0; n < b; n++) {
       for (int ch = 0; ch < c; ch++) {
-        double[] row = s[n * c + ch];
+        int row = (n * c + ch) * p;
         double sum = 0.0;
         for (int i = 0; i < p; i++) {
-          sum += row[i] * norms[n][i];
+          sum += s[row + i] * norms[n][i];
         }
         q[n][ch] = sum;
       }
@@ -354,11 +358,14 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   /** The diagonals of a [B, P, P] array as double[B][P], through a strided view. */
   private static double[][] diagonalRows(INDArray batched, int b, int p) {
-    INDArray flat = batched.reshape('c', b, (long) p * p);
-    if (p == 1) {
-      return flat.toDoubleMatrix();
+    double[] all = host(batched);
+    double[][] out = new double[b][p];
+    for (int n = 0; n < b; n++) {
+      for (int i = 0; i < p; i++) {
+        out[n][i] = all[(n * p + i) * p + i];
+      }
     }
-    return flat.get(NDArrayIndex.all(), NDArrayIndex.interval(0, p + 1, (long) p * p)).toDoubleMatrix();
+    return out;
   }
 
   private static double[] diagonal(INDArray square) {
@@ -396,14 +403,55 @@ public final class CurvatureEngine implements CurvatureComputer {
     return p;
   }
 
-  /** A working array of exactly this shape, reused across calls (contents undefined). */
+  /**
+   * A working array of exactly this shape, reused across calls (contents undefined). Keyed by name
+   * and shape, so a batch's last, smaller chunk does not evict the full-size one: first-touch of fresh
+   * native memory costs milliseconds per MB.
+   */
   private INDArray buffer(String name, long... shape) {
-    INDArray a = buffers.get(name);
-    if (a == null || !Arrays.equals(a.shape(), shape)) {
-      a = Nd4j.createUninitialized(dtype, shape);
-      buffers.put(name, a);
+    return buffers.computeIfAbsent(name + Arrays.toString(shape), key -> Nd4j.createUninitialized(dtype, shape));
+  }
+
+  /** Host data into a reused device array (Nd4j.create of a float[] allocates fresh memory every call). */
+  private INDArray upload(String name, float[] data, long... shape) {
+    INDArray a = buffer(name, shape);
+    if (dtype == DataType.FLOAT) {
+      a.data().setData(data);
+      return a;
     }
+    return a.assign(Nd4j.create(data, shape, 'c'));
+  }
+
+  private INDArray upload(String name, double[] data, long... shape) {
+    INDArray a = buffer(name, shape);
+    if (dtype == DataType.DOUBLE) {
+      a.data().setData(data);
+      return a;
+    }
+    float[] f = new float[data.length];
+    for (int i = 0; i < f.length; i++) {
+      f[i] = (float) data[i];
+    }
+    a.data().setData(f);
     return a;
+  }
+
+  /**
+   * The array's elements in row-major order on the host, in one bulk copy. (INDArray.toDoubleMatrix
+   * runs one op per row: 100x slower on [16384, 16].)
+   */
+  static double[] host(INDArray a) {
+    INDArray c = a.isView() || a.ordering() != 'c' || a.length() != a.data().length() ? a.dup('c') : a;
+    return c.data().asDouble();
+  }
+
+  /** A flat row-major [rows, cols] array as rows. */
+  private static double[][] rows(double[] flat, int rows, int cols) {
+    double[][] out = new double[rows][cols];
+    for (int i = 0; i < rows; i++) {
+      System.arraycopy(flat, i * cols, out[i], 0, cols);
+    }
+    return out;
   }
 
   /** A snapshot's weights on the device, with Ω = W_f W_fᵀ formed once (docs/math.md §6). */
