@@ -120,6 +120,11 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
         .tag("reason", reason.name().toLowerCase(Locale.ROOT)).register(registry);
   }
 
+  @Override
+  public void onSignal(String runId, io.flatmon.proto.v1.TrainerSignal signal) {
+    onSignal(runId, signal.getAction().name());
+  }
+
   /** Counts a signal sent to a trainer and records it as the run's last signal. */
   public void onSignal(String runId, String action) {
     String a = action.toLowerCase(Locale.ROOT);

@@ -26,6 +26,7 @@ public final class FlatmonTopology {
   static final String PROCESSOR = "telemetry-processor";
   static final String RESULTS_SINK = "results-sink";
   static final String DEAD_LETTER_SINK = "dead-letter-sink";
+  static final String SIGNALS_SINK = "signals-sink";
 
   /** Changelog topics carry snapshots as big as the largest accepted record. */
   static final Map<String, String> CHANGELOG_CONFIG = Map.of(
@@ -50,6 +51,8 @@ public final class FlatmonTopology {
     t.addStateStore(store(LATEST_STORE), PROCESSOR);
     t.addStateStore(store(HISTORY_STORE), PROCESSOR);
     t.addSink(RESULTS_SINK, Topics.RESULTS, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
+        PROCESSOR);
+    t.addSink(SIGNALS_SINK, Topics.SIGNALS, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
         PROCESSOR);
     t.addSink(DEAD_LETTER_SINK, Topics.DEAD_LETTER, Serdes.String().serializer(), Serdes.ByteArray().serializer(),
         PROCESSOR);

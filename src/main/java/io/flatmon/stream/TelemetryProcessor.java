@@ -109,7 +109,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
             record.key(), runId));
       }
       switch (t.getRecordCase()) {
-        case RUN_STARTED -> onRunStarted(runId, record.timestamp());
+        case RUN_STARTED -> onRunStarted(t.getRunStarted(), record.timestamp());
         case LAYER_SNAPSHOT -> onSnapshot(t.getLayerSnapshot(), record.timestamp());
         case ACTIVATION_BATCH -> onBatch(t.getActivationBatch(), record.timestamp());
         case MEASUREMENT_DONE -> onDone(t.getMeasurementDone(), record.timestamp());
@@ -142,10 +142,14 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     return id;
   }
 
-  private void onRunStarted(String runId, long timestamp) {
-    RunState.Builder run = loadRun(runId, timestamp).toBuilder();
+  private void onRunStarted(io.flatmon.proto.v1.RunStarted started, long timestamp) {
+    RunState.Builder run = loadRun(started.getRunId(), timestamp).toBuilder();
     // A restarted run id (resumed training) is live again.
     run.setEnded(false).setEndedWallMs(0);
+    if (started.hasEarlyStopPolicy()) {
+      run.setPolicy(io.flatmon.signal.StopDetector.effective(started.getEarlyStopPolicy(), settings.defaultPolicy()))
+          .setPolicyFromTrainer(true);
+    }
     saveRun(run, timestamp);
   }
 
@@ -223,12 +227,78 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         FlatnessResult result = result(m, StepAggregate.fromState(m.getAggregate()), true);
         emit(result, timestamp);
         listener.onResult(result, Double.NaN, 0);
+        signal(run, result, timestamp);
         measurements.delete(key);
       } else {
         stillOpen.add(key);
       }
     }
     run.clearOpenMeasurements().addAllOpenMeasurements(stillOpen);
+  }
+
+  /**
+   * Feeds a final result to the run's early-stop detector if it carries the monitored quantity of the
+   * run's primary layer (the first layer to finish a measurement), and sends the signal.
+   */
+  private void signal(RunState.Builder run, FlatnessResult r, long timestamp) {
+    io.flatmon.proto.v1.EarlyStopPolicy policy = run.hasPolicy() ? run.getPolicy() : settings.defaultPolicy();
+    io.flatmon.proto.v1.DetectorState.Builder state = run.getDetector().toBuilder();
+    if (state.getPrimaryLayer().isEmpty()) {
+      state.setPrimaryLayer(r.getLayer());
+    }
+    if (!state.getPrimaryLayer().equals(r.getLayer())) {
+      return;
+    }
+    double value;
+    boolean train = r.getSplit() == Split.TRAIN;
+    switch (policy.getMonitor()) {
+      case RELATIVE_FLATNESS, MONITOR_UNSPECIFIED -> {
+        if (!train) {
+          return;
+        }
+        value = r.getRelativeFlatness().getMean();
+      }
+      case RELATIVE_FLATNESS_NORMALIZED -> {
+        if (!train) {
+          return;
+        }
+        value = r.getRelativeFlatnessNormalized().getMean();
+      }
+      case HESSIAN_TRACE -> {
+        if (!train) {
+          return;
+        }
+        value = r.getHessianTrace().getMean();
+      }
+      case EVAL_LOSS -> {
+        if (train) {
+          return;
+        }
+        value = r.getLoss().getMean();
+      }
+      case GENERALIZATION_GAP -> {
+        if (train) {
+          state.putPendingTrainLoss(r.getStep(), r.getLoss().getMean());
+          run.setDetector(state);
+          return;
+        }
+        if (!state.containsPendingTrainLoss(r.getStep())) {
+          return;
+        }
+        value = r.getLoss().getMean() - state.getPendingTrainLossOrThrow(r.getStep());
+        state.removePendingTrainLoss(r.getStep());
+      }
+      default -> {
+        return;
+      }
+    }
+    io.flatmon.signal.StopDetector.Decision d =
+        io.flatmon.signal.StopDetector.observe(policy, state.build(), r.getRunId(), r.getStep(), value);
+    run.setDetector(d.state());
+    io.flatmon.proto.v1.TrainerSignal signal = d.signal().toBuilder()
+        .setEmittedTimeMicros(System.currentTimeMillis() * 1000L).build();
+    context.forward(new Record<>(r.getRunId(), signal.toByteArray(), timestamp), FlatmonTopology.SIGNALS_SINK);
+    listener.onSignal(r.getRunId(), signal);
   }
 
   private static FlatnessResult result(MeasurementState.Builder m, StepAggregate aggregate, boolean last) {

@@ -20,6 +20,10 @@ public interface TopologyListener {
   /** A record went to the dead-letter topic. */
   void onRejected(RejectReason reason);
 
+  /** A signal was sent to the run's trainer. */
+  default void onSignal(String runId, io.flatmon.proto.v1.TrainerSignal signal) {
+  }
+
   /** This instance no longer holds the run: it ended or expired, or its partition moved elsewhere. */
   void onRunReleased(String runId);
 

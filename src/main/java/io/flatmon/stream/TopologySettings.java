@@ -1,5 +1,8 @@
 package io.flatmon.stream;
 
+import io.flatmon.proto.v1.EarlyStopPolicy;
+import io.flatmon.proto.v1.MonitoredQuantity;
+import io.flatmon.proto.v1.PolicyMode;
 import io.flatmon.schema.RecordDecoder;
 import java.time.Duration;
 
@@ -11,24 +14,37 @@ import java.time.Duration;
  * @param idleExpiry a run with no record for this long is finalised and dropped
  * @param cleanupInterval how often (wall clock) the run store is swept for ended and idle runs
  * @param historySteps final results of this many most recent steps are kept per run for the query API
+ * @param defaultPolicy the early-stop policy of runs that send none
  */
 public record TopologySettings(long maxTensorElements, Duration endedRetention, Duration idleExpiry,
-    Duration cleanupInterval, int historySteps) {
+    Duration cleanupInterval, int historySteps, EarlyStopPolicy defaultPolicy) {
+
+  /**
+   * The server's default policy: watch κ of the train split, lower is better, warn at once and stop
+   * after 10 measurements without improvement, stop at once on a non-finite value.
+   */
+  public static final EarlyStopPolicy DEFAULT_POLICY = EarlyStopPolicy.newBuilder()
+      .setMonitor(MonitoredQuantity.RELATIVE_FLATNESS).setMode(PolicyMode.MIN).setPatience(10)
+      .setCheckFinite(true).build();
 
   public static TopologySettings defaults() {
     return new TopologySettings(RecordDecoder.DEFAULT_MAX_ELEMENTS, Duration.ofMinutes(10), Duration.ofHours(6),
-        Duration.ofSeconds(30), 100);
+        Duration.ofSeconds(30), 100, DEFAULT_POLICY);
+  }
+
+  public TopologySettings withDefaultPolicy(EarlyStopPolicy policy) {
+    return new TopologySettings(maxTensorElements, endedRetention, idleExpiry, cleanupInterval, historySteps, policy);
   }
 
   public TopologySettings withRetention(Duration ended, Duration idle) {
-    return new TopologySettings(maxTensorElements, ended, idle, cleanupInterval, historySteps);
+    return new TopologySettings(maxTensorElements, ended, idle, cleanupInterval, historySteps, defaultPolicy);
   }
 
   public TopologySettings withCleanupInterval(Duration interval) {
-    return new TopologySettings(maxTensorElements, endedRetention, idleExpiry, interval, historySteps);
+    return new TopologySettings(maxTensorElements, endedRetention, idleExpiry, interval, historySteps, defaultPolicy);
   }
 
   public TopologySettings withLimits(long maxElements, int steps) {
-    return new TopologySettings(maxElements, endedRetention, idleExpiry, cleanupInterval, steps);
+    return new TopologySettings(maxElements, endedRetention, idleExpiry, cleanupInterval, steps, defaultPolicy);
   }
 }
