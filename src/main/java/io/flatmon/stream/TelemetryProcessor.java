@@ -81,6 +81,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   @Override
   public void init(ProcessorContext<String, byte[]> context) {
     this.context = context;
+    // A revived task (after an aborted transaction) restores its stores: start from them, not from memory.
+    heads.clear();
     this.snapshots = context.getStateStore(FlatmonTopology.SNAPSHOT_STORE);
     this.measurements = context.getStateStore(FlatmonTopology.MEASUREMENT_STORE);
     this.runs = context.getStateStore(FlatmonTopology.RUN_STORE);
