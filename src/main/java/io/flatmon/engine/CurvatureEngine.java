@@ -39,8 +39,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   /** Per-sample C×C arrays are processed in chunks of at most this many float elements each. */
   private static final long CHUNK_ELEMENTS = 1L << 24;
 
-  /** Snapshots whose device copy and Ω are kept, so interleaved runs do not recompute Ω per batch. */
-  private static final int PREPARED_HEADS = 16;
+  /**
+   * Device memory for prepared snapshots (W and Ω, 4(Cd + C²) bytes each), so interleaved runs do not
+   * recompute Ω per batch: 25 ResNet-18-sized heads, or thousands of small ones.
+   */
+  private static final long PREPARED_BUDGET_BYTES = 256L << 20;
 
   private final GramRoute route;
   private final DataType dtype;
@@ -51,8 +54,8 @@ public final class CurvatureEngine implements CurvatureComputer {
       return size() > 64;
     }
   };
-  /** Identity-keyed LRU: HeadSnapshot has no value equality, and a new snapshot is a new object. */
-  private final Map<HeadSnapshot, PreparedHead> prepared;
+  /** Identity-keyed: HeadSnapshot has no value equality, and a new snapshot is a new object. */
+  private final ByteBudgetCache<HeadSnapshot, PreparedHead> prepared = new ByteBudgetCache<>(PREPARED_BUDGET_BYTES);
 
   public CurvatureEngine() {
     this(GramRoute.AUTO);
@@ -71,12 +74,6 @@ public final class CurvatureEngine implements CurvatureComputer {
     }
     this.route = route;
     this.dtype = dtype;
-    this.prepared = new java.util.LinkedHashMap<>(16, 0.75f, true) {
-      @Override
-      protected boolean removeEldestEntry(Map.Entry<HeadSnapshot, PreparedHead> eldest) {
-        return size() > PREPARED_HEADS;
-      }
-    };
     EngineInfo.current();
   }
 
@@ -398,7 +395,8 @@ public final class CurvatureEngine implements CurvatureComputer {
     PreparedHead p = prepared.get(head);
     if (p == null) {
       p = new PreparedHead(head, this);
-      prepared.put(head, p);
+      long c = head.channels();
+      prepared.put(head, p, 4L * (c * head.patchLength() + 2 * c * c));
     }
     return p;
   }

@@ -87,10 +87,10 @@ public final class RecordDecoder {
     if (!a.hasInput()) {
       throw new RejectedRecordException(RejectReason.MISSING_FIELD, "input is required");
     }
-    long[] shape = codec.shape(a.getInput(), "input", 4);
-    if (shape[0] == 0) {
-      throw new RejectedRecordException(RejectReason.EMPTY_BATCH, "input has no samples");
+    if (a.getInput().getShapeCount() == 4 && a.getInput().getShape(0) == 0) {
+      throw new RejectedRecordException(RejectReason.EMPTY_BATCH, "input has no samples (B = 0)");
     }
+    long[] shape = codec.shape(a.getInput(), "input", 4);
     float[] input = codec.decode(a.getInput(), "input", 4);
     float[] z = null;
     if (a.hasPreActivation()) {

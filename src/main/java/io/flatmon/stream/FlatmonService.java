@@ -80,6 +80,10 @@ public final class FlatmonService implements AutoCloseable {
     Properties props = StreamsSettings.properties(bootstrap, config.applicationId(),
         config.dataDir().resolve("streams"), config.streamThreads(), config.replicationFactor(),
         self.host() + ":" + self.port(), config.clientConfig());
+    // Static membership: an instance restarted on the same data dir (after a crash or a deploy) gets
+    // its partitions back at once instead of waiting for the group to time it out.
+    props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
+        org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
     streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics), props);
     metrics.bind(streams);
     CountDownLatch running = new CountDownLatch(1);
@@ -110,6 +114,17 @@ public final class FlatmonService implements AutoCloseable {
         String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
         config.httpHost(), api.port());
     return this;
+  }
+
+  /** A stable id for this instance, kept in its data dir. */
+  private String instanceId() throws IOException {
+    Path file = config.dataDir().resolve("instance-id");
+    if (Files.exists(file)) {
+      return Files.readString(file).strip();
+    }
+    String id = config.applicationId() + "-" + java.util.UUID.randomUUID();
+    Files.writeString(file, id);
+    return id;
   }
 
   private void createTopics() {
@@ -161,7 +176,10 @@ public final class FlatmonService implements AutoCloseable {
       api.close();
     }
     if (streams != null) {
-      streams.close(Duration.ofSeconds(5));
+      // Leave the group so the others take over this instance's partitions at once, not after a session timeout.
+      streams.close(org.apache.kafka.streams.CloseOptions.groupMembershipOperation(
+          org.apache.kafka.streams.CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
+          .withTimeout(Duration.ofSeconds(5)));
     }
     if (broker != null) {
       broker.close();

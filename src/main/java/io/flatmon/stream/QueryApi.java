@@ -38,7 +38,7 @@ import org.slf4j.LoggerFactory;
  * The HTTP JSON query API, served by every instance on the same port as /metrics:
  *
  * <pre>
- * GET /runs                       live runs of the whole application (every instance asked)
+ * GET /runs[?all=1]               live runs of the whole application (all=1: ended ones too)
  * GET /runs/{run}/latest          latest result per (layer, split) of a run
  * GET /runs/{run}/history?steps=N final results of the run's last N steps (default 20)
  * GET /healthz                    the Kafka Streams state of this instance
@@ -103,7 +103,8 @@ public final class QueryApi implements AutoCloseable {
       boolean local = query.contains(LOCAL);
       String[] parts = path.split("/");
       if (parts.length == 2) {
-        respond(ex, 200, local ? localRuns() : allRuns());
+        boolean all = query.contains("all=1");
+        respond(ex, 200, local ? localRuns(all) : allRuns(all));
         return;
       }
       if (parts.length != 4 || !(parts[3].equals("latest") || parts[3].equals("history"))) {
@@ -131,10 +132,11 @@ public final class QueryApi implements AutoCloseable {
     }
   }
 
-  private String allRuns() throws IOException {
+  private String allRuns(boolean includeEnded) throws IOException {
     List<String> items = new ArrayList<>();
     for (StreamsMetadata md : streams.streamsMetadataForStore(FlatmonTopology.RUN_STORE)) {
-      String body = md.hostInfo().equals(self) ? localRuns() : fetch(md.hostInfo(), "/runs?" + LOCAL);
+      String body = md.hostInfo().equals(self) ? localRuns(includeEnded)
+          : fetch(md.hostInfo(), "/runs?" + LOCAL + (includeEnded ? "&all=1" : ""));
       String inner = body.strip();
       if (inner.length() > 2) {
         items.add(inner.substring(1, inner.length() - 1));
@@ -143,11 +145,14 @@ public final class QueryApi implements AutoCloseable {
     return "[" + String.join(",", items) + "]";
   }
 
-  private String localRuns() {
+  private String localRuns(boolean includeEnded) {
     List<String> items = new ArrayList<>();
     forEach(FlatmonTopology.RUN_STORE, null, bytes -> {
       try {
         RunState r = RunState.parseFrom(bytes);
+        if (r.getEnded() && !includeEnded) {
+          return null;
+        }
         return String.format("{\"run_id\":%s,\"ended\":%s,\"layers\":%s,\"open_measurements\":%d,"
                 + "\"last_seen_ms\":%d,\"instance\":%s}", quote(r.getRunId()), r.getEnded(),
             r.getLayersList().stream().map(QueryApi::quote).toList(), r.getOpenMeasurementsCount(),

@@ -19,9 +19,7 @@ import io.flatmon.schema.RecordDecoder;
 import io.flatmon.schema.RejectedRecordException;
 import io.flatmon.schema.ResultBuilder;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
@@ -48,7 +46,8 @@ import org.slf4j.LoggerFactory;
 final class TelemetryProcessor implements Processor<String, byte[], String, byte[]> {
   private static final Logger LOG = LoggerFactory.getLogger(TelemetryProcessor.class);
   private static final ThreadLocal<CurvatureEngine> ENGINE = ThreadLocal.withInitial(CurvatureEngine::new);
-  private static final int CACHED_HEADS = 32;
+  /** Heap for decoded snapshots per task: ~12 ResNet-18-sized heads (10 MB each), thousands of small ones. */
+  private static final long CACHED_HEAD_BYTES = 128L << 20;
 
   private final TopologySettings settings;
   private final TopologyListener listener;
@@ -56,12 +55,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   /** Runs this processor (task) has handled, released to the listener when the task closes. */
   private final java.util.Set<String> seenRuns = new java.util.HashSet<>();
   /** Decoded snapshots by (run, layer), so a snapshot is decoded once per instance, not per batch. */
-  private final Map<String, CachedHead> heads = new LinkedHashMap<>(16, 0.75f, true) {
-    @Override
-    protected boolean removeEldestEntry(Map.Entry<String, CachedHead> eldest) {
-      return size() > CACHED_HEADS;
-    }
-  };
+  private final io.flatmon.engine.ByteBudgetCache<String, CachedHead> heads =
+      new io.flatmon.engine.ByteBudgetCache<>(CACHED_HEAD_BYTES);
   private ProcessorContext<String, byte[]> context;
   private KeyValueStore<String, byte[]> snapshots;
   private KeyValueStore<String, byte[]> measurements;
@@ -162,7 +157,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     closeMeasurements(run, m -> m.getLayer().equals(s.getLayer()) && m.getStep() != s.getStep(), timestamp);
     String key = StateKeys.head(s.getRunId(), s.getLayer());
     snapshots.put(key, s.toByteArray());
-    heads.put(key, new CachedHead(s.getStep(), head));
+    heads.put(key, new CachedHead(s.getStep(), head), s.getSerializedSize());
     if (!run.getLayersList().contains(s.getLayer())) {
       run.addLayers(s.getLayer());
     }
@@ -356,7 +351,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       } catch (InvalidProtocolBufferException e) {
         throw new IllegalStateException("corrupt snapshot store entry " + key, e);
       }
-      heads.put(key, cached);
+      heads.put(key, cached, bytes.length);
     }
     return cached;
   }

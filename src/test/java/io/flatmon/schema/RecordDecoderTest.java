@@ -82,8 +82,10 @@ class RecordDecoderTest {
     // a shape claiming 10⁹ elements is refused before any allocation
     expectBatch(RejectReason.TOO_LARGE, relu,
         batch(2).setInput(Tensor.newBuilder().addShape(1000).addShape(1000).addShape(1000).addShape(1)), "limit");
+    expectBatch(RejectReason.EMPTY_BATCH, relu,
+        batch(2).setInput(Tensor.newBuilder().addShape(0).addShape(2).addShape(4).addShape(4)), "no samples");
     expectBatch(RejectReason.SHAPE_MISMATCH, relu,
-        batch(2).setInput(Tensor.newBuilder().addShape(0).addShape(2).addShape(4).addShape(4)), "non-positive");
+        batch(2).setInput(Tensor.newBuilder().addShape(2).addShape(0).addShape(4).addShape(4)), "non-positive");
     expectBatch(RejectReason.INVALID_VALUE, relu,
         batch(1).setInput(batch(1).getInput().toBuilder().setDtypeValue(42)), "dtype");
   }
