@@ -74,6 +74,11 @@ final class BenchEngineCommand implements Callable<Integer> {
       description = "Whether Z is sent: true, false or both (default: true,false).")
   List<Boolean> sendZ = List.of(true, false);
 
+  @Option(names = "--threads", defaultValue = "1",
+      description = {"JMH threads, each with its own engine (default ${DEFAULT-VALUE}); samples/s is their sum.",
+          "On 2 cores, --threads 2 with OMP_NUM_THREADS=1 uses both cores for the small per-sample ops."})
+  int threads;
+
   @Option(names = "--quantities", split = ",", paramLabel = "Q",
       description = "trace_kappa (Tr H + κ) and/or with_kappa_norm (also κ_norm) (default: trace_kappa).")
   List<String> quantities = List.of(EngineBenchmark.TRACE_KAPPA);
@@ -168,7 +173,7 @@ final class BenchEngineCommand implements Callable<Integer> {
         .measurementIterations(measurementIterations)
         .measurementTime(iterationTime)
         .forks(forks)
-        .threads(1)
+        .threads(threads)
         .shouldFailOnError(true)
         .timeout(TimeValue.minutes(10))
         .verbosity(VerboseMode.NORMAL);
