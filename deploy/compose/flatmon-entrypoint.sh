@@ -1,0 +1,10 @@
+#!/bin/sh
+# Entry point of the flatmon image: the same JVM settings as bin/flatmon, the CLI's arguments as given.
+exec java ${JAVA_OPTS:--Xmx2g} \
+  -Dorg.bytedeco.javacpp.maxbytes="${FLATMON_OFFHEAP:-4G}" \
+  -Dorg.bytedeco.javacpp.maxphysicalbytes="${FLATMON_PHYSICAL:-8G}" \
+  -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+  -Dorg.slf4j.simpleLogger.log.io.flatmon=info \
+  -Dorg.slf4j.simpleLogger.showThreadName=false \
+  -XX:+UseParallelGC \
+  -cp "/opt/flatmon/flatmon.jar:/opt/flatmon/lib/*" io.flatmon.cli.FlatmonCommand "$@"
