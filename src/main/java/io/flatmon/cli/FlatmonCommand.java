@@ -15,7 +15,8 @@ import picocli.CommandLine.Command;
         "global-average-pooling head, and computes Tr H (the trace of the loss Hessian w.r.t. the",
         "conv kernel), relative flatness κ and its input-normalised form κ_norm in closed form.",
         ""},
-    subcommands = {ServeCommand.class, ComputeCommand.class, BenchCommand.class, CommandLine.HelpCommand.class},
+    subcommands = {DemoCommand.class, ServeCommand.class, ComputeCommand.class, BenchCommand.class,
+        CommandLine.HelpCommand.class},
     footer = {"", "Run 'flatmon help COMMAND' for a command's options. Docs: README.md, docs/math.md."})
 public final class FlatmonCommand implements Runnable {
 

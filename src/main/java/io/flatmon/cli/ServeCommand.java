@@ -102,6 +102,10 @@ final class ServeCommand implements Callable<Integer> {
       description = "Address of the query API / metrics endpoint, also advertised to other instances (default ${DEFAULT-VALUE}).")
   String httpHost;
 
+  @Option(names = "--advertised-host",
+      description = "Host other instances use to reach this one's query API (default: --http-host).")
+  String advertisedHost;
+
   @Option(names = {"--http-port", "--metrics-port"}, defaultValue = "9404",
       description = "Port of the query API and /metrics (default ${DEFAULT-VALUE}).")
   int httpPort;
@@ -116,7 +120,7 @@ final class ServeCommand implements Callable<Integer> {
         .withLimits(maxTensorElements, historySteps);
     FlatmonService.Config config = new FlatmonService.Config(bootstrapServers, dataDir, brokerPort, clientConfig,
         applicationId, partitions, replicationFactor, retention.toMillis(), streamThreads, httpHost, httpPort,
-        topology);
+        topology, advertisedHost == null ? httpHost : advertisedHost);
     FlatmonService service = new FlatmonService(config);
     CountDownLatch stopped = new CountDownLatch(1);
     Thread hook = new Thread(() -> {

@@ -41,6 +41,8 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
   /** Per run: the last signal sent (0 none, 1 continue, 2 warn, 3 stop) and its gauge. */
   private final Map<String, java.util.concurrent.atomic.AtomicInteger> lastSignal = new ConcurrentHashMap<>();
   private final Map<String, io.micrometer.core.instrument.Gauge> lastSignalGauges = new ConcurrentHashMap<>();
+  private final Info runInfo;
+  private final Map<String, String[]> runInfoLabels = new ConcurrentHashMap<>();
   private final Timer batchCompute;
   private final Timer publishToResult;
   private KafkaStreamsMetrics streamsMetrics;
@@ -66,6 +68,8 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
     Info.builder().name("flatmon_engine_info").help("Backend and device of the curvature engine")
         .labelNames("backend", "device").register(registry.getPrometheusRegistry())
         .setLabelValues(engine.backend(), engine.device());
+    runInfo = Info.builder().name("flatmon_run_info").help("Runs this instance holds, with their display name and framework")
+        .labelNames("run", "display_name", "framework").register(registry.getPrometheusRegistry());
     for (String action : new String[] {"continue", "warn", "stop"}) {
       signals(action);
     }
@@ -111,6 +115,16 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
   }
 
   @Override
+  public void onRunSeen(String runId, String displayName, String framework) {
+    String[] labels = {runId, displayName.isEmpty() ? runId : displayName, framework};
+    String[] old = runInfoLabels.put(runId, labels);
+    if (old != null) {
+      runInfo.remove(old);
+    }
+    runInfo.setLabelValues(labels);
+  }
+
+  @Override
   public void onRejected(RejectReason reason) {
     rejected(reason).increment();
   }
@@ -152,6 +166,10 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
       series.values().forEach(RunSeries::remove);
     }
     lastSignal.remove(runId);
+    String[] info = runInfoLabels.remove(runId);
+    if (info != null) {
+      runInfo.remove(info);
+    }
     io.micrometer.core.instrument.Gauge g = lastSignalGauges.remove(runId);
     if (g != null) {
       registry.remove(g);

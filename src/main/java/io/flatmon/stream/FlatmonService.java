@@ -43,7 +43,16 @@ public final class FlatmonService implements AutoCloseable {
       int streamThreads,
       String httpHost,
       int httpPort,
-      TopologySettings topology) {
+      TopologySettings topology,
+      String advertisedHost) {
+
+    /** The same, advertising the bind address to other instances. */
+    public Config(String bootstrapServers, Path dataDir, int brokerPort, Map<String, Object> clientConfig,
+        String applicationId, int partitions, short replicationFactor, long telemetryRetentionMs, int streamThreads,
+        String httpHost, int httpPort, TopologySettings topology) {
+      this(bootstrapServers, dataDir, brokerPort, clientConfig, applicationId, partitions, replicationFactor,
+          telemetryRetentionMs, streamThreads, httpHost, httpPort, topology, httpHost);
+    }
   }
 
   private final Config config;
@@ -76,7 +85,7 @@ public final class FlatmonService implements AutoCloseable {
     }
     createTopics();
     api = new QueryApi(new InetSocketAddress(config.httpHost(), config.httpPort()));
-    HostInfo self = new HostInfo(config.httpHost(), api.port());
+    HostInfo self = new HostInfo(config.advertisedHost(), api.port());
     Properties props = StreamsSettings.properties(bootstrap, config.applicationId(),
         config.dataDir().resolve("streams"), config.streamThreads(), config.replicationFactor(),
         self.host() + ":" + self.port(), config.clientConfig());
@@ -85,7 +94,6 @@ public final class FlatmonService implements AutoCloseable {
     props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
         org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
     streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics), props);
-    metrics.bind(streams);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
     streams.setStateListener((now, before) -> {
@@ -110,6 +118,8 @@ public final class FlatmonService implements AutoCloseable {
     if (streams.state() == KafkaStreams.State.ERROR) {
       throw new IllegalStateException("Kafka Streams failed: " + failure.get());
     }
+    // Bound once RUNNING, when the tasks and their store metrics exist (the binder rescans every 60 s).
+    metrics.bind(streams);
     LOG.info("flatmon is running in {} s: reading {} from {}; query API and metrics on http://{}:{}/",
         String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
         config.httpHost(), api.port());

@@ -67,8 +67,11 @@ public final class QueryApi implements AutoCloseable {
       return t;
     }));
     server.createContext("/runs", this::runs);
-    server.createContext("/healthz", ex -> respond(ex, 200,
-        "{\"state\":\"" + (streams == null ? "STARTING" : streams.state()) + "\"}"));
+    server.createContext("/healthz", ex -> {
+      KafkaStreams.State state = streams == null ? null : streams.state();
+      boolean ready = state == KafkaStreams.State.RUNNING || state == KafkaStreams.State.REBALANCING;
+      respond(ex, ready ? 200 : 503, "{\"state\":\"" + (state == null ? "STARTING" : state) + "\"}");
+    });
   }
 
   /**

@@ -142,7 +142,11 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   private void onRunStarted(io.flatmon.proto.v1.RunStarted started, long timestamp) {
     RunState.Builder run = loadRun(started.getRunId(), timestamp).toBuilder();
     // A restarted run id (resumed training) is live again.
-    run.setEnded(false).setEndedWallMs(0);
+    run.setEnded(false).setEndedWallMs(0).setDisplayName(started.getDisplayName())
+        .setFramework(started.getFramework());
+    if (seenRuns.contains(run.getRunId())) {
+      listener.onRunSeen(run.getRunId(), run.getDisplayName(), run.getFramework());
+    }
     if (started.hasEarlyStopPolicy()) {
       run.setPolicy(io.flatmon.signal.StopDetector.effective(started.getEarlyStopPolicy(), settings.defaultPolicy()))
           .setPolicyFromTrainer(true);
@@ -390,7 +394,9 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   }
 
   private void saveRun(RunState.Builder run, long timestamp) {
-    seenRuns.add(run.getRunId());
+    if (seenRuns.add(run.getRunId())) {
+      listener.onRunSeen(run.getRunId(), run.getDisplayName(), run.getFramework());
+    }
     run.setLastSeenMs(Math.max(run.getLastSeenMs(), timestamp)).setLastSeenWallMs(System.currentTimeMillis());
     runs.put(run.getRunId(), run.build().toByteArray());
   }

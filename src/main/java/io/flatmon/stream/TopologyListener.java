@@ -20,6 +20,10 @@ public interface TopologyListener {
   /** A record went to the dead-letter topic. */
   void onRejected(RejectReason reason);
 
+  /** This instance now holds the run (first record here, or RunStarted with new metadata). */
+  default void onRunSeen(String runId, String displayName, String framework) {
+  }
+
   /** A signal was sent to the run's trainer. */
   default void onSignal(String runId, io.flatmon.proto.v1.TrainerSignal signal) {
   }
