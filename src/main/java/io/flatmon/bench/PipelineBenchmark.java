@@ -11,7 +11,7 @@ import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordEncoder;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.io.PrintWriter;
 import java.lang.management.ManagementFactory;

@@ -5,7 +5,7 @@ import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TrainerSignal;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
 import java.io.PrintWriter;

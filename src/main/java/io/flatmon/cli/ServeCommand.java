@@ -1,7 +1,7 @@
 package io.flatmon.cli;
 
 import io.flatmon.schema.RecordDecoder;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
 import java.io.InputStream;

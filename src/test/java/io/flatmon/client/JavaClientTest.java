@@ -16,7 +16,7 @@ import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.SignalReason;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TrainerSignal;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.nio.file.Path;
 import java.time.Duration;

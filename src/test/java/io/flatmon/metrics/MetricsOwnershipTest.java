@@ -4,7 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.flatmon.broker.EmbeddedKafka;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.FlatmonTopology;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;

@@ -8,7 +8,7 @@ import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;

@@ -12,7 +12,7 @@ import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordEncoder;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.nio.file.Path;
 import java.time.Duration;

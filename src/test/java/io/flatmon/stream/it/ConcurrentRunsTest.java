@@ -11,7 +11,7 @@ import com.google.gson.JsonParser;
 import com.google.protobuf.util.JsonFormat;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.TelemetryRecord;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.TelemetryRecord;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

@@ -14,7 +14,7 @@ import io.flatmon.proto.v1.RunEnded;
 import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

@@ -16,7 +16,7 @@ import io.flatmon.proto.v1.Rejected;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.proto.v1.Tensor;
 import io.flatmon.schema.TensorCodec;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;

@@ -8,7 +8,7 @@ import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.cli.FlatmonCommand;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.TelemetryRecord;
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import java.io.InputStream;
 import java.io.PrintWriter;
 import java.io.StringWriter;

@@ -1,6 +1,6 @@
 package io.flatmon.stream.it;
 
-import io.flatmon.stream.FlatmonService;
+import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
 import java.net.URI;

@@ -1,8 +1,12 @@
-package io.flatmon.stream;
+package io.flatmon.service;
 
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.broker.TopicSetup;
 import io.flatmon.engine.EngineInfo;
+import io.flatmon.stream.FlatmonTopology;
+import io.flatmon.stream.QueryApi;
+import io.flatmon.stream.StreamsSettings;
+import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Files;
