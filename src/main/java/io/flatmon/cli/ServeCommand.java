@@ -94,9 +94,10 @@ final class ServeCommand implements Callable<Integer> {
       description = "Tensors with more elements are rejected (default ${DEFAULT-VALUE}).")
   long maxTensorElements;
 
-  @Option(names = "--stream-threads", defaultValue = "1",
-      description = "Kafka Streams threads of this instance (default ${DEFAULT-VALUE}).")
-  int streamThreads;
+  @Option(names = "--stream-threads", description = {
+      "Kafka Streams threads of this instance, each with its own engine (default: the number of cores,",
+      "at most 4; pair with OMP_NUM_THREADS=1)."})
+  Integer streamThreads;
 
   @Option(names = "--http-host", defaultValue = "127.0.0.1",
       description = "Address of the query API / metrics endpoint, also advertised to other instances (default ${DEFAULT-VALUE}).")
@@ -119,7 +120,8 @@ final class ServeCommand implements Callable<Integer> {
     TopologySettings topology = TopologySettings.defaults().withRetention(endedRetention, idleExpiry)
         .withLimits(maxTensorElements, historySteps);
     FlatmonService.Config config = new FlatmonService.Config(bootstrapServers, dataDir, brokerPort, clientConfig,
-        applicationId, partitions, replicationFactor, retention.toMillis(), streamThreads, httpHost, httpPort,
+        applicationId, partitions, replicationFactor, retention.toMillis(),
+        streamThreads != null ? streamThreads : Math.min(4, Runtime.getRuntime().availableProcessors()), httpHost, httpPort,
         topology, advertisedHost == null ? httpHost : advertisedHost);
     FlatmonService service = new FlatmonService(config);
     CountDownLatch stopped = new CountDownLatch(1);
