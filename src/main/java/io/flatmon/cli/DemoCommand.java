@@ -48,17 +48,21 @@ import picocli.CommandLine.Spec;
     mixinStandardHelpOptions = true,
     sortOptions = false,
     description = {
-        "Runs flatmon end to end on this machine: an embedded Kafka broker and the flatmon service, plus",
-        "three PyTorch trainers on scikit-learn's 8x8 digits that stream their last conv layer to it:",
-        "  overfit       150 training samples, 40% of their labels randomised, no regularisation",
+        "Runs flatmon end to end on this machine: an embedded Kafka broker, the",
+        "flatmon service, and three PyTorch trainers on scikit-learn's 8x8 digits",
+        "that stream their last conv layer to it:",
+        "  overfit       150 samples, 40%% of their labels randomised, no regulariser",
         "  weight-decay  1000 clean samples, Adam weight decay 5e-4",
-        "  dropout       1000 clean samples, dropout 0.3 before the classifier, weight decay 1e-4",
-        "Each run asks flatmon to stop it when its eval loss stops improving (patience 5 measurements)",
-        "and restores the weights of the best step when told to. The table shows, per run, flatmon's",
-        "latest final measurement (step, relative flatness kappa, Tr H, eval loss) and its last signal.",
+        "  dropout       1000 clean samples, dropout 0.3, weight decay 1e-4",
+        "Each run asks flatmon to stop it once its eval loss stops improving",
+        "(patience 5 measurements) and restores its best weights when told to.",
+        "The live table shows flatmon's latest final measurement per run (step,",
+        "relative flatness kappa, Tr H, eval loss and accuracy) and its last signal.",
+        "Ends when the trainers end, or on Ctrl-C; leaves nothing running.",
         "",
-        "Needs PyTorch for --python: apt-get install python3-torch python3-confluent-kafka",
-        "python3-protobuf python3-sklearn protobuf-compiler",
+        "The trainers need PyTorch for --python (Debian/Ubuntu):",
+        "  apt-get install python3-torch python3-confluent-kafka python3-protobuf \\",
+        "      python3-sklearn protobuf-compiler",
         ""})
 final class DemoCommand implements Callable<Integer> {
   static final String INSTALL =
@@ -98,6 +102,9 @@ final class DemoCommand implements Callable<Integer> {
           + "generalization_gap, or server for the service default (default ${DEFAULT-VALUE}).")
   String monitor;
 
+  @Option(names = "--verbose", description = "Show the service's log (default: warnings from flatmon and errors only).")
+  boolean verbose;
+
   /** One trainer: its run id, what differs, and its process. */
   private static final class Trainer {
     final String name;
@@ -127,6 +134,13 @@ final class DemoCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
+    if (!verbose) {
+      // Log lines would tear the live table. slf4j-simple reads these when each logger is created, which for the
+      // service's and Kafka's classes is after this point.
+      System.setProperty("org.slf4j.simpleLogger.log.io.flatmon", "warn");
+      System.setProperty("org.slf4j.simpleLogger.log.org.apache.kafka", "error");
+      System.setProperty("org.slf4j.simpleLogger.log.io.micrometer", "error");
+    }
     Path repo = repoRoot();
     if (repo == null) {
       err.println("flatmon demo: cannot find " + TRAINER + " (run it from the flatmon checkout)");
@@ -374,9 +388,7 @@ final class DemoCommand implements Callable<Integer> {
         }
         if (!sb.toString().equals(lastPlain) && now - lastDraw > 2_000_000_000L) {
           lastPlain = sb.toString();
-          for (Trainer t : trainers) {
-            out.println(row(t));
-          }
+          table(trainers).forEach(out::println);
           out.println();
           out.flush();
           lastDraw = now;
@@ -404,8 +416,9 @@ final class DemoCommand implements Callable<Integer> {
     for (Trainer t : trainers) {
       String result = resultLine(t.log);
       if (t.stop != null) {
-        out.printf(Locale.ROOT, "%-13s stopped by flatmon: STOP %s at step %d; best eval loss %.4f at step %d%s%n",
-            t.name, t.stop.getReason(), t.stop.getStep(), t.stop.getBestValue(), t.stop.getBestStep(),
+        out.printf(Locale.ROOT, "%-13s stopped by flatmon: STOP %s at step %d; best %s %.4g at step %d%s%n",
+            t.name, t.stop.getReason(), t.stop.getStep(), t.stop.getMonitor().name().toLowerCase(Locale.ROOT),
+            t.stop.getBestValue(), t.stop.getBestStep(),
             result.contains("restored_step") ? " (weights restored)" : "");
       } else if (t.exit != null && t.exit == 0) {
         out.printf(Locale.ROOT, "%-13s trained all %d steps; last signal %s%n", t.name, steps,
@@ -417,7 +430,8 @@ final class DemoCommand implements Callable<Integer> {
             tail(t.log, 15));
       }
     }
-    out.printf("%nquery API %s/runs, metrics %s/metrics (served until the demo exits)%n", http, http);
+    out.printf("%nWhile it ran: query API %s/runs, metrics %s/metrics. flatmon stopped; nothing left running.%n",
+        http, http);
     out.flush();
     return rc;
   }
