@@ -85,7 +85,8 @@ public final class PipelineBenchmark {
   public Window run() throws Exception {
     Path dir = options.dataDir() != null ? options.dataDir() : Files.createTempDirectory("flatmon-bench-");
     FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-bench",
-        Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(), 1, "127.0.0.1", 0,
+        Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(),
+        Math.min(4, Runtime.getRuntime().availableProcessors()), "127.0.0.1", 0,
         TopologySettings.defaults());
     try (FlatmonService service = new FlatmonService(config).start(Duration.ofSeconds(120));
         KafkaProducer<String, byte[]> producer = producer(service.bootstrapServers())) {
