@@ -5,10 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import com.google.protobuf.util.JsonFormat;
+import static io.flatmon.stream.it.TelemetryFixtures.assertSameValues;
+import static io.flatmon.stream.it.TelemetryFixtures.key;
+import static io.flatmon.stream.it.TelemetryFixtures.offline;
+
 import io.flatmon.broker.Topics;
-import io.flatmon.cli.FlatmonCommand;
-import io.flatmon.proto.v1.Estimate;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.MeasurementDone;
 import io.flatmon.proto.v1.RejectReason;
@@ -19,13 +20,10 @@ import io.flatmon.proto.v1.Tensor;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.TelemetryReader;
 import java.io.InputStream;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
@@ -108,50 +106,6 @@ class FlatmonTopologyTest {
       }
     }
     return out;
-  }
-
-  static String key(FlatnessResult r) {
-    return r.getRunId() + "/" + r.getLayer() + "/" + r.getStep() + "/" + r.getSplit();
-  }
-
-  /** `flatmon compute --json` over the same file, in process. */
-  static Map<String, FlatnessResult> offline(Path file) throws Exception {
-    StringWriter out = new StringWriter();
-    var cli = FlatmonCommand.commandLine();
-    cli.setOut(new PrintWriter(out, true));
-    cli.setErr(new PrintWriter(new StringWriter(), true));
-    assertEquals(0, cli.execute("compute", "--json", file.toString()));
-    Map<String, FlatnessResult> byKey = new HashMap<>();
-    for (String line : out.toString().split("\n")) {
-      if (!line.isBlank()) {
-        FlatnessResult.Builder b = FlatnessResult.newBuilder();
-        JsonFormat.parser().merge(line, b);
-        byKey.put(key(b.build()), b.build());
-      }
-    }
-    return byKey;
-  }
-
-  static void assertSameValues(FlatnessResult expected, FlatnessResult actual) {
-    String k = key(expected);
-    assertEquals(expected.getSamples(), actual.getSamples(), k);
-    assertEquals(expected.getLabelledSamples(), actual.getLabelledSamples(), k);
-    close(k + " Tr H", expected.getHessianTrace(), actual.getHessianTrace());
-    close(k + " κ", expected.getRelativeFlatness(), actual.getRelativeFlatness());
-    close(k + " κ_norm", expected.getRelativeFlatnessNormalized(), actual.getRelativeFlatnessNormalized());
-    close(k + " loss", expected.getLoss(), actual.getLoss());
-    close(k + " accuracy", expected.getAccuracy(), actual.getAccuracy());
-    close(k + " Tr H_V", expected.getClassifierHessianTrace(), actual.getClassifierHessianTrace());
-    assertEquals(expected.getWeightDecayRelativeFlatness(), actual.getWeightDecayRelativeFlatness(),
-        1e-6 * Math.abs(expected.getWeightDecayRelativeFlatness()), k);
-    assertEquals(expected.getInputChannelRmsList(), actual.getInputChannelRmsList(), k);
-  }
-
-  static void close(String what, Estimate e, Estimate a) {
-    assertTrue(Math.abs(e.getMean() - a.getMean()) <= 1e-6 * Math.abs(e.getMean()),
-        what + ": offline " + e.getMean() + " stream " + a.getMean());
-    assertTrue(Math.abs(e.getStandardError() - a.getStandardError()) <= 1e-6 * Math.abs(e.getStandardError()),
-        what + " se: offline " + e.getStandardError() + " stream " + a.getStandardError());
   }
 
   @Test
