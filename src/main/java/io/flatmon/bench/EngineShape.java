@@ -131,16 +131,18 @@ public enum EngineShape {
   }
 
   /**
-   * GEMM flops per sample of what {@code CurvatureEngine.compute} does for this shape (ReLU, so no σ''
-   * terms), after docs/math.md §6. Only matrix products are counted (2mnk each); elementwise work,
-   * im2col, the O(KC) softmax side and Ω = W_f W_fᵀ (once per weight snapshot) are not.
+   * Flops per sample of Tr H + κ for this shape (ReLU, so no σ'' terms) as counted by the shared
+   * MATH.md §6 and docs/math.md §6 — the yardstick the issue's "fraction of the physical limit" divides
+   * by the sgemm peak. Only matrix products are counted (2mnk each); elementwise work, im2col, the
+   * O(KC) softmax side and Ω = W_f W_fᵀ (once per weight snapshot) are not. The engine does less than
+   * this where it can (eq. 14 forms K_p from the input's spatial Gram), and is credited with the count.
    *
    * <pre>
    *   conv forward  Zᵀ = X W_fᵀ           2·P·d·C      only when Z is not sent
    *   patch Gram    K_p = X Xᵀ            2·P²·d       (patch-Gram route, or σ'' ≠ 0)
    *   Γ             T = M̃ K_p, Γ = T M̃ᵀ   2·C·P² + 2·C²·P    when P(C+d) &lt; Cd (the engine's AUTO route)
    *                 G = M̃ X,   Γ = G Gᵀ   2·C·P·d + 2·C²·d   otherwise
-   *   κ             Y = R·(Ω∘Γ), R (K+1)×C  2·(K+1)·C²
+   *   κ             Yᵀ = (Ω∘Γ)Rᵀ, R K×C   2·K·C²  (§6: "full A, 2KC²")
    *   κ_norm        the Gram, Γ and Y again on the 1/ρ-scaled patches (Ω' once per ρ, not counted)
    * </pre>
    *
@@ -155,7 +157,7 @@ public enum EngineShape {
     double conv = sendZ ? 0.0 : 2 * p * d * c;
     double gram = patchGram ? 2 * p * p * d : 0.0;
     double gamma = patchGram ? 2 * c * p * p + 2 * c * c * p : 2 * c * p * d + 2 * c * c * d;
-    double kappa = 2 * (k + 1) * c * c;
+    double kappa = 2 * k * c * c;
     double once = gram + gamma + kappa;
     return conv + once * (kappaNorm ? 2 : 1);
   }

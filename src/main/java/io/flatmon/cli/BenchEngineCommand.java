@@ -29,14 +29,14 @@ import picocli.CommandLine.Option;
 
 /**
  * {@code flatmon bench engine}: JMH on {@link io.flatmon.engine.CurvatureEngine} for standard head shapes,
- * with the scores turned into samples/s and GFLOP/s and compared with this machine's sgemm peak and its
- * physical FMA limit.
+ * with the scores turned into samples/s and GFLOP/s and compared with the physical limit — the samples/s
+ * this machine's measured sgemm peak would give if every flop of MATH.md §6 ran at that peak — and with
+ * the FMA roofline of the CPU.
  *
- * <p>Flops per sample count only the GEMMs the engine runs (docs/math.md §6; see
- * {@link EngineShape#flopsPerSample}): 2·P·d·C for the conv forward unless Z is sent, 2·P²·d for the patch
- * Gram K_p, 2·C·P² + 2·C²·P for T = M̃K_p and Γ = T M̃ᵀ (the patch-Gram route, chosen when
- * P(C+d) &lt; Cd, which holds for every shape here), and 2·(K+1)·C² for Y = R·(Ω∘Γ); κ_norm repeats the last
- * three on the 1/ρ-scaled patches.
+ * <p>Flops per sample are MATH.md §6's count (see {@link EngineShape#flopsPerSample}): 2·P·d·C for the
+ * conv forward unless Z is sent, 2·P²·d for the patch Gram K_p, 2·C·P² + 2·C²·P for T = M̃K_p and
+ * Γ = T M̃ᵀ (the patch-Gram route, chosen when P(C+d) &lt; Cd, which holds for every shape here), and
+ * 2·K·C² for the full A of κ; κ_norm repeats the last three on the 1/ρ-scaled patches.
  */
 @Command(
     name = "engine",
@@ -47,16 +47,18 @@ import picocli.CommandLine.Option;
         "conv of ResNet-18/CIFAR (C = C_in = 512, 3×3, 4×4, K = 10 / 100), ResNet-18/ImageNet (7×7,",
         "K = 1000) and ResNet-50 (C = 2048, C_in = 512, 1×1, 7×7, K = 1000), ReLU, with and without the",
         "pre-activation Z sent. Before and after the JMH run it measures ND4J's sgemm peak (median of",
-        "several n×n float GEMMs) and prints a Markdown table of samples/s, flops/sample, GFLOP/s and the",
-        "fraction of the measured sgemm peak and of the physical limit: cores × 2 FMA units × 8 floats (16",
-        "with AVX-512) × 2 flops × clock, the clock from \"cpu MHz\" in /proc/cpuinfo (nominal; boost can exceed it).",
+        "several n×n float GEMMs) and prints a Markdown table of samples/s, flops/sample, GFLOP/s and",
+        "  % of limit    achieved GFLOP/s ÷ the sgemm peak, i.e. samples/s as a fraction of the physical",
+        "                limit (the samples/s the peak gives on MATH.md §6's flops)",
+        "  % of FMA      achieved GFLOP/s ÷ cores × 2 FMA units × 8 floats (16 with AVX-512) × 2 × clock,",
+        "                the clock from \"cpu MHz\" in /proc/cpuinfo (nominal; boost can exceed it)",
         "",
-        "flops/sample counts only GEMMs, for the route CurvatureEngine takes (docs/math.md §6):",
+        "flops/sample is MATH.md §6's count for Tr H + κ (docs/math.md §6), GEMMs only:",
         "  2·P·d·C      conv forward Zᵀ = X W_fᵀ (only when Z is not sent)",
-        "  2·P²·d       patch Gram K_p = X Xᵀ",
+        "  2·P²·d       patch Gram K_p = X Xᵀ (the engine uses the cheaper eq. 14 and is credited the count)",
         "  2·C·P² + 2·C²·P   T = M̃ K_p and Γ = T M̃ᵀ (patch-Gram route, P(C+d) < Cd; else 2CPd + 2C²d)",
-        "  2·(K+1)·C²   Y = R·(Ω∘Γ), R = [√s_k ṽ_k; ũ] with K+1 rows (κ; Tr H uses diag Γ)",
-        "  κ_norm adds the Gram, Γ and Y terms once more. Ω = W_f W_fᵀ is once per snapshot, not counted.",
+        "  2·K·C²       full A for κ (the engine's Yᵀ = (Ω∘Γ)Rᵀ with K rows costs the same)",
+        "  κ_norm adds the Gram, Γ and A terms once more. Ω = W_f W_fᵀ is once per snapshot, not counted.",
         "",
         "Set OMP_NUM_THREADS before starting the JVM (ND4J ignores later changes), e.g.",
         "  OMP_NUM_THREADS=2 bin/flatmon bench engine --quick",
@@ -109,7 +111,7 @@ final class BenchEngineCommand implements Callable<Integer> {
   int peakRepeats = 5;
 
   @Option(names = "--clock-ghz", paramLabel = "GHZ",
-      description = "Clock for the physical limit when /proc/cpuinfo has no \"cpu MHz\" (default: 2.45).")
+      description = "Clock for the FMA roofline when /proc/cpuinfo has no \"cpu MHz\" (default: 2.45).")
   double clockGhz = 2.45;
 
   @Option(names = "--json", paramLabel = "FILE", description = "Also write the peaks and the table as JSON.")
@@ -147,7 +149,7 @@ final class BenchEngineCommand implements Callable<Integer> {
       out.println("OMP_NUM_THREADS=" + omp + ", " + cores + " processors available to the JVM.");
     }
     MachinePeak.Physical physical = MachinePeak.physical(clockGhz);
-    out.println("Physical limit: " + physical);
+    out.println("FMA roofline: " + physical);
     String coreType = System.getenv("OPENBLAS_CORETYPE");
     if (coreType != null && !coreType.isBlank()) {
       out.println("Note: OPENBLAS_CORETYPE=" + coreType + " pins OpenBLAS's kernels to that CPU type.");
@@ -187,9 +189,9 @@ final class BenchEngineCommand implements Callable<Integer> {
     out.println("sgemm peak before: " + before);
     out.println("sgemm peak after:  " + after);
     double peak = Math.max(before.medianGflops(), after.medianGflops());
-    out.printf(Locale.ROOT, "sgemm peak used: %.1f GFLOP/s (the larger median) = %.0f %% of the physical limit%n",
+    out.printf(Locale.ROOT, "sgemm peak used: %.1f GFLOP/s (the larger median) = %.0f %% of the FMA roofline%n",
         peak, 100.0 * peak / physical.gflops());
-    out.println("Physical limit: " + physical);
+    out.println("FMA roofline: " + physical);
     out.println();
 
     List<Row> rows = new ArrayList<>();
@@ -237,7 +239,7 @@ final class BenchEngineCommand implements Callable<Integer> {
 
   static String table(List<Row> rows) {
     StringBuilder sb = new StringBuilder();
-    sb.append("| shape | batch | Z sent | quantities | samples/s | ± | MFLOP/sample | GFLOP/s | % sgemm peak | % physical |\n");
+    sb.append("| shape | batch | Z sent | quantities | samples/s | ± | MFLOP/sample | GFLOP/s | % of limit | % of FMA |\n");
     sb.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (Row r : rows) {
       sb.append(String.format(Locale.ROOT, "| %s | %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f |%n",
@@ -275,7 +277,7 @@ final class BenchEngineCommand implements Callable<Integer> {
       sb.append(i == 0 ? "\n" : ",\n");
       sb.append(String.format(Locale.ROOT, "    {\"shape\": %s, \"batch\": %d, \"sendZ\": %s, \"quantities\": %s, "
               + "\"gammaRoute\": %s, \"samplesPerSecond\": %s, \"error\": %s, \"flopsPerSample\": %s, "
-              + "\"gflops\": %s, \"fractionOfSgemmPeak\": %s, \"fractionOfPhysical\": %s}",
+              + "\"gflops\": %s, \"fractionOfLimit\": %s, \"fractionOfFmaRoofline\": %s}",
           quote(r.shape()), r.batch(), r.sendZ(), quote(r.quantities()), quote(r.route()),
           num(r.samplesPerSecond()), num(r.error()), num(r.flopsPerSample()), num(r.gflops()),
           num(r.fractionOfSgemm()), num(r.fractionOfPhysical())));

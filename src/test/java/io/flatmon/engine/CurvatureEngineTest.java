@@ -61,6 +61,29 @@ class CurvatureEngineTest {
     }
   }
 
+  /**
+   * A head wide enough (C = 512) that the per-sample C×C arrays are processed in several chunks,
+   * the last one partial, on both routes, with κ_norm.
+   */
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("routes")
+  void wideHeadIsComputedInChunks(CurvatureEngine.GramRoute route) {
+    SyntheticHeads random = new SyntheticHeads(99);
+    HeadSnapshot head = random.head(512, 4, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 10,
+        Activation.of(Activation.Kind.GELU), true, true, 1.0);
+    ActivationBatch batch = random.batch(head, 11, 4, 4, true);
+    double[] rho = batch.inputChannelRms();
+    BatchCurvature expected = new ReferenceCurvature().compute(head, batch, rho);
+    BatchCurvature actual = new CurvatureEngine(route).compute(head, batch, rho);
+    assertClose("Tr H", expected.hessianTrace(), actual.hessianTrace());
+    assertClose("kappa", expected.relativeFlatness(), actual.relativeFlatness());
+    assertClose("kappa_norm", expected.relativeFlatnessNormalized(), actual.relativeFlatnessNormalized());
+  }
+
+  static Stream<CurvatureEngine.GramRoute> routes() {
+    return Stream.of(CurvatureEngine.GramRoute.PATCH_GRAM, CurvatureEngine.GramRoute.FILTER_GRAM);
+  }
+
   /** Per-sample values within 1e-5 of the reference, relative to the batch's largest magnitude. */
   static void assertClose(String what, double[] expected, double[] actual) {
     double largest = 0.0;
