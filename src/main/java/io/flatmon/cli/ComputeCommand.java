@@ -81,6 +81,13 @@ final class ComputeCommand implements Callable<Integer> {
       "nd4j: the fast float32 engine (default); reference: the float64 plain-Java oracle."})
   EngineChoice engineChoice;
 
+  @Option(names = "--time-engine", paramLabel = "N", defaultValue = "0", description = {
+      "Also time the engine: after reading, recompute each measurement's batches once to warm up",
+      "and then N times, each time against a freshly decoded snapshot (Ω included), and report",
+      "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to",
+      "each --json line, else on stderr. Excludes JVM start-up, reading and decoding."})
+  int timeEngine;
+
   @Option(names = "--max-elements", defaultValue = "" + RecordDecoder.DEFAULT_MAX_ELEMENTS,
       description = "Largest tensor accepted, in elements (default ${DEFAULT-VALUE}).")
   long maxElements;
@@ -99,10 +106,12 @@ final class ComputeCommand implements Callable<Integer> {
     final StepAggregate aggregate = new StepAggregate();
     final List<ActivationBatch> batches = new ArrayList<>();
     HeadSnapshot head;
+    io.flatmon.proto.v1.LayerSnapshot snapshotRecord;
   }
 
   private final Map<HeadKey, Long> snapshotSteps = new HashMap<>();
   private final Map<HeadKey, HeadSnapshot> snapshots = new HashMap<>();
+  private final Map<HeadKey, io.flatmon.proto.v1.LayerSnapshot> snapshotRecords = new HashMap<>();
   private final Map<MeasurementKey, Measurement> measurements = new LinkedHashMap<>();
   private CurvatureComputer engine;
   private RecordDecoder decoder;
@@ -113,6 +122,10 @@ final class ComputeCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     PrintWriter err = spec.commandLine().getErr();
     PrintWriter out = spec.commandLine().getOut();
+    if (timeEngine < 0) {
+      err.println("flatmon compute: --time-engine must be >= 0");
+      return 2;
+    }
     decoder = new RecordDecoder(maxElements);
     engine = engineChoice == EngineChoice.reference ? new ReferenceCurvature() : new CurvatureEngine();
     progress = new Progress(err);
@@ -134,6 +147,7 @@ final class ComputeCommand implements Callable<Integer> {
       return 1;
     }
     List<FlatnessResult> results = new ArrayList<>();
+    List<EngineTimer.Timing> timings = new ArrayList<>();
     for (Map.Entry<MeasurementKey, Measurement> e : measurements.entrySet()) {
       MeasurementKey k = e.getKey();
       Measurement m = e.getValue();
@@ -144,13 +158,28 @@ final class ComputeCommand implements Callable<Integer> {
         lambda = new ReferenceCurvature().maxEigenvalue(m.head, m.batches);
       }
       results.add(ResultBuilder.build(k.run, k.layer, k.step, k.split, true, m.aggregate, m.head, lambda));
+      if (timeEngine > 0) {
+        progress.note(String.format("timing the engine on %s/%s step %d %s", k.run, k.layer, k.step, k.split));
+        EngineTimer.Timing t = EngineTimer.time(engine, () -> redecode(m.snapshotRecord), m.batches, timeEngine);
+        timings.add(t);
+        if (!json) {
+          err.printf(Locale.ROOT, "engine: %s/%s step %d %s: median %.6f s over %d runs (%d batches, %d samples)%n",
+              k.run, k.layer, k.step, k.split, t.medianSeconds(), timeEngine, m.batches.size(),
+              m.aggregate.samples());
+        }
+      }
     }
     progress.done();
     if (json) {
       JsonFormat.Printer printer = JsonFormat.printer().preservingProtoFieldNames()
           .omittingInsignificantWhitespace();
-      for (FlatnessResult r : results) {
-        out.println(printer.print(r));
+      for (int i = 0; i < results.size(); i++) {
+        String line = printer.print(results.get(i));
+        if (timeEngine > 0) {
+          line = line.substring(0, line.length() - 1) + String.format(Locale.ROOT,
+              ",\"engine_seconds\":%.9g,\"engine_runs\":%d}", timings.get(i).medianSeconds(), timeEngine);
+        }
+        out.println(line);
       }
     } else {
       ResultTable.print(results, eigen, out);
@@ -195,6 +224,9 @@ final class ComputeCommand implements Callable<Integer> {
         HeadKey key = new HeadKey(s.getRunId(), s.getLayer());
         snapshots.put(key, head);
         snapshotSteps.put(key, s.getStep());
+        if (timeEngine > 0) {
+          snapshotRecords.put(key, s);
+        }
       }
       case ACTIVATION_BATCH -> measure(record.getActivationBatch());
       case RUN_STARTED, MEASUREMENT_DONE, RUN_ENDED -> {
@@ -219,6 +251,9 @@ final class ComputeCommand implements Callable<Integer> {
     MeasurementKey key = new MeasurementKey(a.getRunId(), a.getLayer(), a.getStep(), split);
     Measurement m = measurements.computeIfAbsent(key, k -> new Measurement());
     m.head = head;
+    if (timeEngine > 0) {
+      m.snapshotRecord = snapshotRecords.get(headKey);    // timed against the step's latest snapshot
+    }
     BatchCurvature curvature;
     try {
       curvature = engine.compute(head, batch, m.aggregate.normalizerFor(head, batch));
@@ -226,10 +261,19 @@ final class ComputeCommand implements Callable<Integer> {
       throw new RejectedRecordException(RejectReason.INVALID_VALUE, e.getMessage());
     }
     m.aggregate.add(curvature);
-    if (eigen) {
+    if (eigen || timeEngine > 0) {
       m.batches.add(batch);
     }
     progress.samples(batch.samples());
+  }
+
+  /** The same snapshot as a new object, so that the engine's per-snapshot cache misses (Ω is recomputed). */
+  private HeadSnapshot redecode(io.flatmon.proto.v1.LayerSnapshot record) {
+    try {
+      return decoder.snapshot(record);
+    } catch (RejectedRecordException e) {
+      throw new IllegalStateException("a snapshot that decoded once no longer decodes", e);
+    }
   }
 
   /** Prints a progress line on stderr about once a second, once work has taken more than two seconds. */

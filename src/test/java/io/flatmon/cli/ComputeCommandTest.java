@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import com.google.protobuf.util.JsonFormat;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.OracleCase;
@@ -110,11 +112,55 @@ class ComputeCommandTest {
   }
 
   @Test
+  void timeEngineAddsMedianSecondsAndChangesNoResult() throws Exception {
+    Run plain = run("compute", "--json", CASES.toString());
+    assertEquals(0, plain.exit, plain.err);
+    Run timed = run("compute", "--json", "--time-engine", "3", CASES.toString());
+    assertEquals(0, timed.exit, timed.err);
+    Map<String, FlatnessResult> expected = parse(plain.out);
+    JsonFormat.Parser lenient = JsonFormat.parser().ignoringUnknownFields();
+    int lines = 0;
+    for (String line : timed.out.split("\n")) {
+      if (line.isBlank()) {
+        continue;
+      }
+      lines++;
+      JsonObject o = JsonParser.parseString(line).getAsJsonObject();
+      assertEquals(3, o.get("engine_runs").getAsInt(), line);
+      double seconds = o.get("engine_seconds").getAsDouble();
+      assertTrue(seconds > 0 && seconds < 60, line);
+      FlatnessResult.Builder b = FlatnessResult.newBuilder();
+      lenient.merge(line, b);
+      FlatnessResult r = b.build();
+      assertEquals(expected.get(r.getRunId()).toBuilder().clearComputedTimeMicros().build(),
+          r.toBuilder().clearComputedTimeMicros().build(), "the timed runs must not touch the reported result");
+    }
+    assertEquals(expected.size(), lines);
+
+    Run table = run("compute", CASES.toString());
+    Run timedTable = run("compute", "--time-engine", "1", CASES.toString());
+    assertEquals(0, timedTable.exit, timedTable.err);
+    assertEquals(table.out, timedTable.out);
+    assertEquals(expected.size(), timedTable.err.lines().filter(l -> l.startsWith("engine: ")).count(),
+        timedTable.err);
+    assertTrue(timedTable.err.contains("over 1 runs"), timedTable.err);
+
+    assertEquals(2, run("compute", "--time-engine", "-1", CASES.toString()).exit);
+  }
+
+  @Test
+  void engineTimerTakesTheMedian() {
+    assertEquals(2.0, EngineTimer.median(new double[] {3, 1, 2}), 0);
+    assertEquals(2.5, EngineTimer.median(new double[] {4, 1, 2, 3}), 0);
+  }
+
+  @Test
   void helpTeaches() {
     Run r = run("compute", "--help");
     assertEquals(0, r.exit);
     assertTrue(r.out.contains("length-delimited"));
     assertTrue(r.out.contains("--eigen"));
+    assertTrue(r.out.contains("--time-engine"));
   }
 
   private static Map<String, FlatnessResult> parse(String jsonLines) throws Exception {
