@@ -147,10 +147,15 @@ public final class CurvatureEngine implements CurvatureComputer {
       }
       z = zc.reshape('c', c, b, p).permute(1, 0, 2).dup('c');
     }
-    ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z);
+    ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z,
+        buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p));
     double[][] pooled = rows(host(sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
-    INDArray mt = sigma.first().muli(weights.scaleOver(p));
+    // (A scalar multiply when there is no scale: ND4J's [B, C, P] ∘ [1, C, 1] broadcast is several times
+    // slower than a flat pass.)
+    INDArray mt = head.scale() == null ? sigma.first().muli(1.0 / p) : sigma.first().muli(weights.scaleOver(p));
+    // M̃ on the host once for the whole batch, for diag Γ: host copies of per-chunk views would allocate.
+    double[] mtHost = host(mt);
 
     INDArray gram = null;
     INDArray gramNorm = null;
@@ -201,11 +206,12 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
 
       INDArray gamma = buffer("gamma", m, c, c);
-      double[][] gammaDiag = gamma(patchGram, mtChunk, chunk(patches, n0, n1), gram, n0, n1, gamma, "t");
+      double[][] gammaDiag = gamma(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, gamma,
+          "t");
       double[][] kappaRows = quadraticForms(gamma, weights.omega, r, stacked, m, k, c);
       double[][] kappaNormRows = null;
       if (inverseRho != null) {
-        gamma(patchGram, mtChunk, chunk(scaledPatches, n0, n1), gramNorm, n0, n1, gamma, "tNorm");
+        gamma(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm, n0, n1, gamma, "tNorm");
         kappaNormRows = quadraticForms(gamma, omegaNorm, r, stacked, m, k, c);
       }
 
@@ -238,49 +244,48 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   /**
    * Writes Γ_n for samples [n0, n1) into gamma and returns diag Γ per sample, by the patch-Gram
-   * route (T = M̃ K_p, Γ = T M̃ᵀ, diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ).
+   * route (T = M̃ K_p, Γ = T M̃ᵀ, diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ). mtHost is
+   * M̃ of the whole batch on the host (a host copy of the chunk's view would allocate every call).
    */
-  private double[][] gamma(boolean patchGram, INDArray mtChunk, INDArray patchChunk, INDArray gram,
-      int n0, int n1, INDArray gamma, String scratch) {
+  private double[][] gamma(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
+      INDArray gram, int n0, int n1, INDArray gamma, String scratch) {
     int m = n1 - n0;
-    long c = mtChunk.size(1);
+    int c = (int) mtChunk.size(1);
+    int p = (int) mtChunk.size(2);
     if (patchGram) {
       INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
-      INDArray t = buffer(scratch, m, c, mtChunk.size(2));
+      INDArray t = buffer(scratch, m, c, p);
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
       Nd4j.matmul(t, mtChunk, gamma, false, true, false);
-      return rowDots(t, mtChunk);
+      return rowDots(host(t), mtHost, n0 * c * p, m, c, p);
     }
     INDArray g = buffer(scratch, m, c, patchChunk.size(1));
     Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
     Nd4j.matmul(g, g, gamma, false, true, false);
-    return rowDots(g, g);
+    double[] gh = host(g);
+    return rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1));
   }
 
   /**
-   * Σ_j a[n, i, j]·b[n, i, j] for every (n, i), accumulated in double on the host: these are the
-   * last reductions before the per-sample sums of eqs. (6) and (13), where terms of both signs meet.
-   * O(size of a).
+   * Σ_j x[n, i, j]·y[yOffset + (n, i, j)] for every (n, i) of [samples, rows, cols] row-major arrays,
+   * accumulated in double on the host: these are the last reductions before the per-sample sums of
+   * eqs. (6) and (13), where terms of both signs meet. O(size of x).
    */
-  private static double[][] rowDots(INDArray a, INDArray b) {
-    int n = (int) a.size(0);
-    int rows = (int) a.size(1);
-    int cols = (int) a.size(2);
-    double[] x = host(a);
-    double[] y = a == b ? x : host(b);
-    double[][] out = new double[n][rows];
-    for (int s = 0; s < n; s++) {
+  private static double[][] rowDots(double[] x, double[] y, int yOffset, int samples, int rows, int cols) {
+    double[][] out = new double[samples][rows];
+    for (int s = 0; s < samples; s++) {
       for (int i = 0; i < rows; i++) {
         int base = (s * rows + i) * cols;
         double sum = 0.0;
         for (int j = 0; j < cols; j++) {
-          sum += x[base + j] * y[base + j];
+          sum += x[base + j] * y[yOffset + base + j];
         }
         out[s][i] = sum;
       }
     }
     return out;
   }
+
 
   /**
    * Turns gamma into Q = Ω∘Γ in place and returns, per sample, the K row forms r_iᵀ Q r_i of

@@ -2,7 +2,6 @@ package io.flatmon.engine;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.FloatBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.concurrency.AffinityManager;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -25,9 +24,10 @@ final class HostArrays {
     Nd4j.getAffinityManager().ensureLocation(c, AffinityManager.Location.HOST);
     double[] out = new double[n];
     if (c.dataType() == DataType.FLOAT) {
-      FloatBuffer f = nio(c).asFloatBuffer();
+      float[] f = new float[n];
+      nio(c).asFloatBuffer().get(f);
       for (int i = 0; i < n; i++) {
-        out[i] = f.get(i);
+        out[i] = f[i];
       }
     } else if (c.dataType() == DataType.DOUBLE) {
       nio(c).asDoubleBuffer().get(out);
