@@ -39,7 +39,8 @@ def head_loss(payload, split="train", dtype=torch.float32):
     """The head's mean cross-entropy as a function of the conv kernel, from a payload (see module doc).
 
     Same construction as :mod:`flatmon_client.reference`: the conv is a product with torch's own
-    ``unfold`` patches (same function as ``conv2d``, much cheaper double backward); when the
+    ``unfold`` patches (same function as ``conv2d``, much cheaper double backward), here one GEMM
+    ``W_f [C, d] × X [d, N·P]`` over the whole batch (faster than per-sample products); when the
     pre-activation ``Z`` was sent, the additive term ``r = Z − a·(conv(F, W) + β)`` is taken at the sent
     ``W`` so that ``z(W)`` reproduces ``Z``. Weight decay is not part of the loss (flatmon reports it
     separately, eq. 8).
@@ -64,10 +65,11 @@ def head_loss(payload, split="train", dtype=torch.float32):
     slope = float(payload.get("negative_slope", 0.0) or 0.0)
     X = TF.unfold(F, shape[2:], dilation=tuple(payload.get("dilation", (1, 1))),
                   padding=tuple(payload.get("padding", (0, 0))), stride=tuple(payload.get("stride", (1, 1))))
-    X = X.contiguous()                                                        # [N, d, P]
+    N, P = X.shape[0], X.shape[2]
+    Xm = X.permute(1, 0, 2).reshape(d, N * P).contiguous()                   # [d, N·P]: one GEMM
 
     def pre(w):
-        z = torch.einsum("cd,ndp->ncp", w.reshape(C, d), X)
+        z = (w.reshape(C, d) @ Xm).reshape(C, N, P).permute(1, 0, 2)           # [N, C, P]
         if beta is not None:
             z = z + beta[None, :, None]
         return z * a[None, :, None] if a is not None else z
@@ -115,17 +117,26 @@ class _Hvp:
         self.w = _leaf(weight)
         self.g, = torch.autograd.grad(loss_fn(self.w), self.w, create_graph=True)
 
-    def __call__(self, v):
-        hv, = torch.autograd.grad(self.g, self.w, grad_outputs=v, retain_graph=True)
+    def __call__(self, v, batched=False):
+        hv, = torch.autograd.grad(self.g, self.w, grad_outputs=v, retain_graph=True, is_grads_batched=batched)
         return hv
 
+    def quad(self, vs):
+        """``vᵀHv`` for a stack of probes ``vs [B, *w.shape]`` (one batched backward when B > 1)."""
+        if vs.shape[0] == 1:
+            return [float((vs[0] * self(vs[0])).sum())]
+        hv = self(vs, batched=True)
+        return (vs * hv).reshape(vs.shape[0], -1).sum(1).double().tolist()
 
-def hutchinson_trace(loss_fn, weight, m, generator=None):
+
+def hutchinson_trace(loss_fn, weight, m, generator=None, batch=1):
     """Hutchinson's estimator ``Tr H ≈ (1/m) Σ_i v_iᵀ H v_i`` with ``m`` Rademacher probes ``v_i``.
 
     Hessian-vector products by double backward; the gradient graph is built once and each probe costs one
     backward through it. Computes in ``weight``'s dtype. ``generator`` (a ``torch.Generator``) seeds the
-    probes; None uses torch's global generator.
+    probes; None uses torch's global generator. ``batch > 1`` pushes that many probes through one
+    backward (``is_grads_batched``, vmap); the probes come from the same random stream, so the values
+    match ``batch=1``'s with the same seed up to rounding.
 
     Returns ``(estimate, per_probe_values)``: a float and a float64 numpy array of the ``m`` values
     ``v_iᵀ H v_i`` (their running means are the estimates with fewer probes).
@@ -134,15 +145,17 @@ def hutchinson_trace(loss_fn, weight, m, generator=None):
         raise ValueError("m must be >= 1")
     hvp = _Hvp(loss_fn, weight)
     vals = np.empty(m, np.float64)
-    for i in range(m):
-        v = rademacher(weight.shape, weight.dtype, generator)
-        vals[i] = float((v * hvp(v)).sum())
+    i = 0
+    while i < m:
+        k = min(batch, m - i)
+        vals[i:i + k] = hvp.quad(rademacher((k,) + tuple(weight.shape), weight.dtype, generator))
+        i += k
     return float(vals.mean()), vals
 
 
-def hutchinson_trace_budget(loss_fn, weight, seconds, generator=None):
+def hutchinson_trace_budget(loss_fn, weight, seconds, generator=None, batch=1):
     """Hutchinson's estimator with as many probes as fit in ``seconds`` of wall time (at least one; the
-    gradient graph's construction counts against the budget).
+    gradient graph's construction counts against the budget; ``batch`` as in :func:`hutchinson_trace`).
 
     Returns ``(estimate, probes_used)``.
     """
@@ -150,9 +163,9 @@ def hutchinson_trace_budget(loss_fn, weight, seconds, generator=None):
     hvp = _Hvp(loss_fn, weight)
     total, n = 0.0, 0
     while n == 0 or time.perf_counter() - t0 < seconds:
-        v = rademacher(weight.shape, weight.dtype, generator)
-        total += float((v * hvp(v)).sum())
-        n += 1
+        vals = hvp.quad(rademacher((batch,) + tuple(weight.shape), weight.dtype, generator))
+        total += sum(vals)
+        n += len(vals)
     return total / n, n
 
 

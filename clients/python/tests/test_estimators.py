@@ -109,6 +109,9 @@ class EstimatorsTest(unittest.TestCase):
         e1, v1 = est.hutchinson_trace(loss_fn, w, 20, generator=torch.Generator().manual_seed(5))
         e2, v2 = est.hutchinson_trace(loss_fn, w, 20, generator=torch.Generator().manual_seed(5))
         np.testing.assert_array_equal(v1, v2)
+        e3, v3 = est.hutchinson_trace(loss_fn, w, 20, generator=torch.Generator().manual_seed(5), batch=8)
+        self.assertEqual(v3.shape, (20,))
+        np.testing.assert_allclose(v3, v1, rtol=1e-4)                     # same probe stream, batched backward
         estimate, used = est.hutchinson_trace_budget(loss_fn, w, 0.2, generator=torch.Generator().manual_seed(5))
         self.assertGreaterEqual(used, 1)
         self.assertTrue(np.isfinite(estimate))
