@@ -46,7 +46,8 @@ public final class PipelineBenchmark {
 
   /** What to run. */
   public record Options(int runs, double samplesPerSecond, Duration duration, Duration warmup, int batchSize,
-      boolean sendZ, int channels, int classes, int batchesPerStep, int idleRuns, Path dataDir) {
+      boolean sendZ, int channels, int classes, int batchesPerStep, int idleRuns, Path dataDir, int streamThreads,
+      int inFlight) {
   }
 
   /** Figures of one measuring window or of the whole run. */
@@ -86,14 +87,16 @@ public final class PipelineBenchmark {
     Path dir = options.dataDir() != null ? options.dataDir() : Files.createTempDirectory("flatmon-bench-");
     FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-bench",
         Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(),
-        Math.min(4, Runtime.getRuntime().availableProcessors()), "127.0.0.1", 0,
+        options.streamThreads(), "127.0.0.1", 0,
         TopologySettings.defaults());
     try (FlatmonService service = new FlatmonService(config).start(Duration.ofSeconds(120));
         KafkaProducer<String, byte[]> producer = producer(service.bootstrapServers())) {
-      out.printf("pipeline: %d runs, C=C_in=%d, 3x3 conv on 4x4, K=%d, batch %d, Z %s, target %s samples/s%n",
+      out.printf("pipeline: %d runs, C=C_in=%d, 3x3 conv on 4x4, K=%d, batch %d, Z %s, target %s samples/s, "
+              + "%d stream threads%n",
           options.runs(), options.channels(), options.classes(), options.batchSize(),
           options.sendZ() ? "sent" : "not sent",
-          options.samplesPerSecond() > 0 ? String.format("%.0f", options.samplesPerSecond()) : "max");
+          options.samplesPerSecond() > 0 ? String.format("%.0f", options.samplesPerSecond())
+              : "max (" + options.inFlight() + " batches in flight)", options.streamThreads());
       out.flush();
       long heapBefore = heapAfterGc();
       if (options.idleRuns() > 0) {
@@ -150,7 +153,7 @@ public final class PipelineBenchmark {
     int r = 0;
     while (System.nanoTime() < end) {
       long now = System.nanoTime();
-      boolean due = batchesPerSecond <= 0 ? sent - measuredBatches.get() < 2L * runs
+      boolean due = batchesPerSecond <= 0 ? sent - measuredBatches.get() < options.inFlight()
           : sent < (now - start) / 1e9 * batchesPerSecond;
       if (due) {
         if (batchInStep[r] == options.batchesPerStep()) {

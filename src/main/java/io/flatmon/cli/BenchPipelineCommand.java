@@ -66,11 +66,22 @@ final class BenchPipelineCommand implements Callable<Integer> {
   @Option(names = "--data-dir", description = "Where the broker and state live (default: a temp dir).")
   Path dataDir;
 
+  @Option(names = "--stream-threads", description = {
+      "Kafka Streams threads (default: as flatmon serve, the number of cores, at most 4)."})
+  Integer streamThreads;
+
+  @Option(names = "--in-flight", defaultValue = "64", description = {
+      "With --rate 0: batches published but not yet measured (default ${DEFAULT-VALUE}). Too small a window",
+      "measures the window, not the pipeline: throughput <= window / latency."})
+  int inFlight;
+
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
     new PipelineBenchmark(new PipelineBenchmark.Options(runs, rate, duration, warmup, batch, !noZ, channels, classes,
-        batchesPerStep, idleRuns, dataDir), out).run();
+        batchesPerStep, idleRuns, dataDir,
+        streamThreads != null ? streamThreads : Math.min(4, Runtime.getRuntime().availableProcessors()), inFlight),
+        out).run();
     return 0;
   }
 }
