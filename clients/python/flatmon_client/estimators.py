@@ -129,24 +129,29 @@ class _Hvp:
         return (vs * hv).reshape(vs.shape[0], -1).sum(1).double().tolist()
 
 
-def hutchinson_trace(loss_fn, weight, m, generator=None, batch=1):
+def hutchinson_trace(loss_fn, weight, m, generator=None, batch=1, max_seconds=None):
     """Hutchinson's estimator ``Tr H ≈ (1/m) Σ_i v_iᵀ H v_i`` with ``m`` Rademacher probes ``v_i``.
 
     Hessian-vector products by double backward; the gradient graph is built once and each probe costs one
     backward through it. Computes in ``weight``'s dtype. ``generator`` (a ``torch.Generator``) seeds the
     probes; None uses torch's global generator. ``batch > 1`` pushes that many probes through one
     backward (``is_grads_batched``, vmap); the probes come from the same random stream, so the values
-    match ``batch=1``'s with the same seed up to rounding.
+    match ``batch=1``'s with the same seed up to rounding. ``max_seconds`` (wall time, the gradient graph
+    included) stops early: then fewer than ``m`` values come back.
 
     Returns ``(estimate, per_probe_values)``: a float and a float64 numpy array of the ``m`` values
     ``v_iᵀ H v_i`` (their running means are the estimates with fewer probes).
     """
     if m < 1:
         raise ValueError("m must be >= 1")
+    t0 = time.perf_counter()
     hvp = _Hvp(loss_fn, weight)
     vals = np.empty(m, np.float64)
     i = 0
     while i < m:
+        if max_seconds is not None and i > 0 and time.perf_counter() - t0 >= max_seconds:
+            vals = vals[:i]
+            break
         k = min(batch, m - i)
         vals[i:i + k] = hvp.quad(rademacher((k,) + tuple(weight.shape), weight.dtype, generator))
         i += k
@@ -199,25 +204,35 @@ def exact_curvature(loss_fn, weight):
     return _reduce(T, weight)
 
 
-def hvp_loop_curvature(loss_fn, weight):
+def hvp_loop_curvature(loss_fn, weight, max_seconds=None):
     """``Tr H`` and ``κ`` exactly from ``C·d`` Hessian-vector products ``H e_(c',j)`` (one per kernel
     coordinate), keeping only the ``C × C`` block traces: memory ``O(Cd)`` instead of ``(Cd)²``, time
     ``C·d`` HVPs — the matrix-free exact alternative to flatmon's closed form (docs/math.md §6).
 
-    Returns ``dict(hessian_trace, relative_flatness)``.
+    Returns ``dict(hessian_trace, relative_flatness, hvps, complete, seconds)``. With ``max_seconds``
+    the loop may stop early (``complete`` False, the two values NaN): ``seconds / hvps`` then times one
+    HVP, for extrapolating the whole loop.
     """
     C = weight.shape[0]
     d = int(np.prod(weight.shape[1:]))
+    t0 = time.perf_counter()
     hvp = _Hvp(loss_fn, weight)
     T = torch.zeros(C, C, dtype=weight.dtype)
     e = torch.zeros(C, d, dtype=weight.dtype)
+    done = 0
     for c2 in range(C):
         for j in range(d):
+            if max_seconds is not None and done > 0 and time.perf_counter() - t0 >= max_seconds:
+                return dict(hessian_trace=math.nan, relative_flatness=math.nan, hvps=done, complete=False,
+                            seconds=time.perf_counter() - t0)
             e[c2, j] = 1.0
             col = hvp(e.reshape(weight.shape)).reshape(C, d)       # column (c', j) of H
             T[:, c2] += col[:, j].detach()                         # Σ_j H_(c,j),(c',j) = Tr H_cc'
             e[c2, j] = 0.0
-    return _reduce(T, weight)
+            done += 1
+    out = _reduce(T, weight)
+    out.update(hvps=done, complete=True, seconds=time.perf_counter() - t0)
+    return out
 
 
 def relative_error(estimate, exact):
