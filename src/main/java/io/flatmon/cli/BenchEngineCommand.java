@@ -10,7 +10,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Collection;
 import java.util.Comparator;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -119,7 +118,8 @@ final class BenchEngineCommand implements Callable<Integer> {
 
   /** One row of the result table. */
   record Row(String shape, int batch, boolean sendZ, String quantities, double samplesPerSecond, double error,
-      double flopsPerSample, double gflops, double fractionOfSgemm, double fractionOfPhysical, String route) {
+      double flopsPerSample, double gflops, double sgemmPeak, double fractionOfSgemm, double fractionOfPhysical,
+      String route) {
   }
 
   @Override
@@ -164,51 +164,56 @@ final class BenchEngineCommand implements Callable<Integer> {
         jvmArgs.add(a);
       }
     }
-    ChainedOptionsBuilder options = new OptionsBuilder()
-        .include("^" + Pattern.quote(EngineBenchmark.class.getName()) + "\\.")
-        .param("shape", shapeList.stream().map(EngineShape::id).distinct().toArray(String[]::new))
-        .param("batch", batches.stream().distinct().map(String::valueOf).toArray(String[]::new))
-        .param("sendZ", sendZ.stream().distinct().map(String::valueOf).toArray(String[]::new))
-        .param("quantities", new LinkedHashSet<>(quantities).toArray(String[]::new))
-        .warmupIterations(warmupIterations)
-        .warmupTime(iterationTime)
-        .measurementIterations(measurementIterations)
-        .measurementTime(iterationTime)
-        .forks(forks)
-        .threads(threads)
-        .shouldFailOnError(true)
-        .timeout(TimeValue.minutes(10))
-        .verbosity(VerboseMode.NORMAL);
-    if (forks > 0) {
-      options.jvmArgs(jvmArgs.toArray(String[]::new));
+    // One JMH run per parameter combination with the sgemm peak measured between them: on a shared
+    // machine the load changes within minutes, so each row is divided by the peak adjacent in time
+    // (the larger of the measurements just before and just after it).
+    List<Row> rows = new ArrayList<>();
+    MachinePeak.Sgemm previous = before;
+    MachinePeak.Sgemm after = before;
+    for (EngineShape s : new LinkedHashSet<>(shapeList)) {
+      for (int b : new LinkedHashSet<>(batches)) {
+        for (boolean z : new LinkedHashSet<>(sendZ)) {
+          for (String q : new LinkedHashSet<>(quantities)) {
+            ChainedOptionsBuilder options = new OptionsBuilder()
+                .include("^" + Pattern.quote(EngineBenchmark.class.getName()) + "\\.")
+                .param("shape", s.id())
+                .param("batch", String.valueOf(b))
+                .param("sendZ", String.valueOf(z))
+                .param("quantities", q)
+                .warmupIterations(warmupIterations)
+                .warmupTime(iterationTime)
+                .measurementIterations(measurementIterations)
+                .measurementTime(iterationTime)
+                .forks(forks)
+                .threads(threads)
+                .shouldFailOnError(true)
+                .timeout(TimeValue.minutes(10))
+                .verbosity(VerboseMode.NORMAL);
+            if (forks > 0) {
+              options.jvmArgs(jvmArgs.toArray(String[]::new));
+            }
+            RunResult r = new Runner(options.build()).runSingle();
+            after = MachinePeak.sgemm(peakSize, peakRepeats);
+            out.println("sgemm peak after " + s.id() + " batch " + b + (z ? " Z" : " no Z") + ": " + after);
+            out.flush();
+            double peak = Math.max(previous.medianGflops(), after.medianGflops());
+            previous = after;
+            double batchesPerSecond = r.getPrimaryResult().getScore();
+            double error = r.getPrimaryResult().getScoreError();
+            double samples = batchesPerSecond * b;
+            double flops = s.flopsPerSample(z, q.equals(EngineBenchmark.WITH_KAPPA_NORM));
+            double gflops = samples * flops / 1e9;
+            rows.add(new Row(s.id(), b, z, q, samples, error * b, flops, gflops, peak, gflops / peak,
+                gflops / physical.gflops(), s.gammaRoute()));
+          }
+        }
+      }
     }
-    Collection<RunResult> results = new Runner(options.build()).run();
-
-    MachinePeak.Sgemm after = MachinePeak.sgemm(peakSize, peakRepeats);
     out.println();
-    out.println("sgemm peak before: " + before);
-    out.println("sgemm peak after:  " + after);
-    double peak = Math.max(before.medianGflops(), after.medianGflops());
-    out.printf(Locale.ROOT, "sgemm peak used: %.1f GFLOP/s (the larger median) = %.0f %% of the FMA roofline%n",
-        peak, 100.0 * peak / physical.gflops());
+    out.println("sgemm peak first: " + before);
+    out.println("sgemm peak last:  " + after);
     out.println("FMA roofline: " + physical);
     out.println();
-
-    List<Row> rows = new ArrayList<>();
-    for (RunResult r : results) {
-      String shapeName = r.getParams().getParam("shape");
-      EngineShape s = EngineShape.parse(shapeName);
-      int b = Integer.parseInt(r.getParams().getParam("batch"));
-      boolean z = Boolean.parseBoolean(r.getParams().getParam("sendZ"));
-      String q = r.getParams().getParam("quantities");
-      double batchesPerSecond = r.getPrimaryResult().getScore();
-      double error = r.getPrimaryResult().getScoreError();
-      double samples = batchesPerSecond * b;
-      double flops = s.flopsPerSample(z, q.equals(EngineBenchmark.WITH_KAPPA_NORM));
-      double gflops = samples * flops / 1e9;
-      rows.add(new Row(s.id(), b, z, q, samples, error * b, flops, gflops, gflops / peak,
-          gflops / physical.gflops(), s.gammaRoute()));
-    }
     rows.sort(Comparator.comparing((Row r) -> EngineShape.parse(r.shape()).ordinal())
         .thenComparingInt(Row::batch).thenComparing(r -> !r.sendZ()).thenComparing(Row::quantities));
 
@@ -222,7 +227,7 @@ final class BenchEngineCommand implements Callable<Integer> {
     out.printf(Locale.ROOT, "Total time: %.0f s%n", seconds);
 
     if (json != null) {
-      Files.writeString(json, json(rows, before, after, peak, physical, omp, forks, warmupIterations,
+      Files.writeString(json, json(rows, before, after, physical, omp, forks, warmupIterations,
           measurementIterations, iterationTime, seconds), StandardCharsets.UTF_8);
       out.println("Wrote " + json);
     }
@@ -239,13 +244,14 @@ final class BenchEngineCommand implements Callable<Integer> {
 
   static String table(List<Row> rows) {
     StringBuilder sb = new StringBuilder();
-    sb.append("| shape | batch | Z sent | quantities | samples/s | ± | MFLOP/sample | GFLOP/s | % of limit | % of FMA |\n");
-    sb.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
+    sb.append("| shape | batch | Z sent | quantities | samples/s | ± | MFLOP/sample | GFLOP/s | sgemm peak "
+        + "| % of limit | % of FMA |\n");
+    sb.append("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (Row r : rows) {
-      sb.append(String.format(Locale.ROOT, "| %s | %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f |%n",
+      sb.append(String.format(Locale.ROOT, "| %s | %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f |%n",
           r.shape(), r.batch(), r.sendZ() ? "yes" : "no", r.quantities(), number(r.samplesPerSecond()),
           Double.isFinite(r.error()) ? number(r.error()) : "n/a", r.flopsPerSample() / 1e6, r.gflops(),
-          100 * r.fractionOfSgemm(), 100 * r.fractionOfPhysical()));
+          r.sgemmPeak(), 100 * r.fractionOfSgemm(), 100 * r.fractionOfPhysical()));
     }
     return sb.toString();
   }
@@ -254,7 +260,7 @@ final class BenchEngineCommand implements Callable<Integer> {
     return Math.abs(v) >= 100 ? String.format(Locale.ROOT, "%.0f", v) : String.format(Locale.ROOT, "%.2f", v);
   }
 
-  private static String json(List<Row> rows, MachinePeak.Sgemm before, MachinePeak.Sgemm after, double peak,
+  private static String json(List<Row> rows, MachinePeak.Sgemm before, MachinePeak.Sgemm after,
       MachinePeak.Physical physical, String omp, int forks, int warmup, int iterations, TimeValue time,
       double seconds) {
     StringBuilder sb = new StringBuilder("{\n");
@@ -262,7 +268,6 @@ final class BenchEngineCommand implements Callable<Integer> {
     sb.append("  \"processors\": ").append(Runtime.getRuntime().availableProcessors()).append(",\n");
     sb.append("  \"sgemmBefore\": ").append(sgemm(before)).append(",\n");
     sb.append("  \"sgemmAfter\": ").append(sgemm(after)).append(",\n");
-    sb.append("  \"sgemmPeakGflops\": ").append(num(peak)).append(",\n");
     sb.append(String.format(Locale.ROOT, "  \"physical\": {\"gflops\": %s, \"cores\": %d, \"fmaUnits\": %d, "
             + "\"lanes\": %d, \"clockGhz\": %s, \"clockSource\": %s, \"isa\": %s},%n",
         num(physical.gflops()), physical.cores(), physical.fmaUnits(), physical.lanes(), num(physical.clockGhz()),
@@ -277,9 +282,9 @@ final class BenchEngineCommand implements Callable<Integer> {
       sb.append(i == 0 ? "\n" : ",\n");
       sb.append(String.format(Locale.ROOT, "    {\"shape\": %s, \"batch\": %d, \"sendZ\": %s, \"quantities\": %s, "
               + "\"gammaRoute\": %s, \"samplesPerSecond\": %s, \"error\": %s, \"flopsPerSample\": %s, "
-              + "\"gflops\": %s, \"fractionOfLimit\": %s, \"fractionOfFmaRoofline\": %s}",
+              + "\"gflops\": %s, \"sgemmPeakGflops\": %s, \"fractionOfLimit\": %s, \"fractionOfFmaRoofline\": %s}",
           quote(r.shape()), r.batch(), r.sendZ(), quote(r.quantities()), quote(r.route()),
-          num(r.samplesPerSecond()), num(r.error()), num(r.flopsPerSample()), num(r.gflops()),
+          num(r.samplesPerSecond()), num(r.error()), num(r.flopsPerSample()), num(r.gflops()), num(r.sgemmPeak()),
           num(r.fractionOfSgemm()), num(r.fractionOfPhysical())));
     }
     sb.append("\n  ]\n}\n");
