@@ -3,9 +3,14 @@ package io.flatmon.bench;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -17,11 +22,12 @@ public final class MachinePeak {
   }
 
   /** Median and spread of repeated n×n×n float32 GEMMs. */
-  public record Sgemm(int size, int repeats, double medianGflops, double minGflops, double maxGflops) {
+  public record Sgemm(int size, int repeats, int threads, double medianGflops, double minGflops,
+      double maxGflops) {
     @Override
     public String toString() {
-      return String.format(Locale.ROOT, "%.1f GFLOP/s (median of %d × %d³ sgemm; min %.1f, max %.1f)",
-          medianGflops, repeats, size, minGflops, maxGflops);
+      return String.format(Locale.ROOT, "%.1f GFLOP/s (median of %d rounds of %d concurrent %d³ sgemm; min %.1f, "
+          + "max %.1f)", medianGflops, repeats, threads, size, minGflops, maxGflops);
     }
   }
 
@@ -49,26 +55,53 @@ public final class MachinePeak {
   }
 
   /**
-   * Times {@code Nd4j.gemm(a, b, c, false, false, 1, 0)} on n×n float arrays: one untimed warm-up
-   * call, then {@code repeats} timed calls; 2n³ flops each.
+   * Times {@code Nd4j.gemm(a, b, c, false, false, 1, 0)} on n×n float arrays in {@code threads}
+   * concurrent Java threads, each with its own arrays — the engine benchmark's parallelism (one engine
+   * per thread, OMP_NUM_THREADS per JVM), so with OMP_NUM_THREADS=1 and two threads the peak is that of
+   * two cores, not one. One untimed warm-up call per thread, then {@code repeats} rounds in which every
+   * thread runs one GEMM; a round's rate is threads·2n³ flops over the round's wall time.
    */
-  public static Sgemm sgemm(int n, int repeats) {
-    INDArray a = Nd4j.rand(DataType.FLOAT, n, n);
-    INDArray b = Nd4j.rand(DataType.FLOAT, n, n);
-    INDArray c = Nd4j.createUninitialized(DataType.FLOAT, n, n);
-    Nd4j.gemm(a, b, c, false, false, 1.0, 0.0);
-    double flops = 2.0 * n * n * (double) n;
-    double[] g = new double[repeats];
-    for (int i = 0; i < repeats; i++) {
-      long t0 = System.nanoTime();
-      Nd4j.gemm(a, b, c, false, false, 1.0, 0.0);
-      long t1 = System.nanoTime();
-      g[i] = flops / (t1 - t0);
+  public static Sgemm sgemm(int n, int repeats, int threads) {
+    INDArray[][] arrays = new INDArray[threads][];
+    for (int t = 0; t < threads; t++) {
+      arrays[t] = new INDArray[] {Nd4j.rand(DataType.FLOAT, n, n), Nd4j.rand(DataType.FLOAT, n, n),
+          Nd4j.createUninitialized(DataType.FLOAT, n, n)};
     }
-    double[] sorted = g.clone();
-    Arrays.sort(sorted);
-    double median = repeats % 2 == 1 ? sorted[repeats / 2] : 0.5 * (sorted[repeats / 2 - 1] + sorted[repeats / 2]);
-    return new Sgemm(n, repeats, median, sorted[0], sorted[repeats - 1]);
+    ExecutorService pool = Executors.newFixedThreadPool(threads);
+    try {
+      round(pool, arrays);
+      double flops = threads * 2.0 * n * n * (double) n;
+      double[] g = new double[repeats];
+      for (int i = 0; i < repeats; i++) {
+        long t0 = System.nanoTime();
+        round(pool, arrays);
+        g[i] = flops / (System.nanoTime() - t0);
+      }
+      double[] sorted = g.clone();
+      Arrays.sort(sorted);
+      double median = repeats % 2 == 1 ? sorted[repeats / 2]
+          : 0.5 * (sorted[repeats / 2 - 1] + sorted[repeats / 2]);
+      return new Sgemm(n, repeats, threads, median, sorted[0], sorted[repeats - 1]);
+    } finally {
+      pool.shutdownNow();
+    }
+  }
+
+  private static void round(ExecutorService pool, INDArray[][] arrays) {
+    List<Future<?>> done = new ArrayList<>();
+    for (INDArray[] abc : arrays) {
+      done.add(pool.submit(() -> Nd4j.gemm(abc[0], abc[1], abc[2], false, false, 1.0, 0.0)));
+    }
+    try {
+      for (Future<?> f : done) {
+        f.get();
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException("interrupted while measuring the sgemm peak", e);
+    } catch (ExecutionException e) {
+      throw new IllegalStateException("sgemm failed: " + e.getCause(), e.getCause());
+    }
   }
 
   /**

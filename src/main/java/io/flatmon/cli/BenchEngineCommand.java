@@ -45,8 +45,9 @@ import picocli.CommandLine.Option;
         "JMH benchmark of the float32 curvature engine (Tr H + κ + classifier terms per batch) on the last",
         "conv of ResNet-18/CIFAR (C = C_in = 512, 3×3, 4×4, K = 10 / 100), ResNet-18/ImageNet (7×7,",
         "K = 1000) and ResNet-50 (C = 2048, C_in = 512, 1×1, 7×7, K = 1000), ReLU, with and without the",
-        "pre-activation Z sent. Before and after the JMH run it measures ND4J's sgemm peak (median of",
-        "several n×n float GEMMs) and prints a Markdown table of samples/s, flops/sample, GFLOP/s and",
+        "pre-activation Z sent. Before and after each JMH run it measures ND4J's sgemm peak (median of",
+        "rounds of --threads concurrent n×n float GEMMs) and prints a Markdown table of samples/s,",
+        "flops/sample, GFLOP/s and",
         "  % of limit    achieved GFLOP/s ÷ the sgemm peak, i.e. samples/s as a fraction of the physical",
         "                limit (the samples/s the peak gives on MATH.md §6's flops)",
         "  % of FMA      achieved GFLOP/s ÷ cores × 2 FMA units × 8 floats (16 with AVX-512) × 2 × clock,",
@@ -100,7 +101,7 @@ final class BenchEngineCommand implements Callable<Integer> {
       description = "JMH forks; 0 runs in this JVM (default: 1; the fork gets this JVM's class path and options).")
   int forks = 1;
 
-  @Option(names = "--quick", description = "1 warm-up and 2 measurement iterations of 1 s.")
+  @Option(names = "--quick", description = "2 measurement iterations instead of 3 (2 warm-up iterations of 2 s either way).")
   boolean quick;
 
   @Option(names = "--peak-size", paramLabel = "N", description = "Side of the square sgemm for the peak (default: 4096).")
@@ -136,9 +137,11 @@ final class BenchEngineCommand implements Callable<Integer> {
             + EngineBenchmark.TRACE_KAPPA + " or " + EngineBenchmark.WITH_KAPPA_NORM + ")");
       }
     }
-    int warmupIterations = warmup != null ? warmup : quick ? 1 : 2;
+    // Even --quick warms up for 4 s: with 1 s the JIT and first-touch of the working arrays were still
+    // in the measured iterations, and two threads measured 1.7k instead of 3.8k samples/s.
+    int warmupIterations = warmup != null ? warmup : 2;
     int measurementIterations = iterations != null ? iterations : quick ? 2 : 3;
-    TimeValue iterationTime = parseTime(time != null ? time : quick ? "1s" : "2s");
+    TimeValue iterationTime = parseTime(time != null ? time : "2s");
 
     String omp = System.getenv("OMP_NUM_THREADS");
     int cores = Runtime.getRuntime().availableProcessors();
@@ -154,7 +157,7 @@ final class BenchEngineCommand implements Callable<Integer> {
     if (coreType != null && !coreType.isBlank()) {
       out.println("Note: OPENBLAS_CORETYPE=" + coreType + " pins OpenBLAS's kernels to that CPU type.");
     }
-    MachinePeak.Sgemm before = MachinePeak.sgemm(peakSize, peakRepeats);
+    MachinePeak.Sgemm before = MachinePeak.sgemm(peakSize, peakRepeats, threads);
     out.println("sgemm peak before: " + before);
     out.flush();
 
@@ -193,7 +196,7 @@ final class BenchEngineCommand implements Callable<Integer> {
               options.jvmArgs(jvmArgs.toArray(String[]::new));
             }
             RunResult r = new Runner(options.build()).runSingle();
-            after = MachinePeak.sgemm(peakSize, peakRepeats);
+            after = MachinePeak.sgemm(peakSize, peakRepeats, threads);
             out.println("sgemm peak after " + s.id() + " batch " + b + (z ? " Z" : " no Z") + ": " + after);
             out.flush();
             double peak = Math.max(previous.medianGflops(), after.medianGflops());
@@ -292,8 +295,9 @@ final class BenchEngineCommand implements Callable<Integer> {
   }
 
   private static String sgemm(MachinePeak.Sgemm s) {
-    return String.format(Locale.ROOT, "{\"size\": %d, \"repeats\": %d, \"medianGflops\": %s, \"minGflops\": %s, "
-        + "\"maxGflops\": %s}", s.size(), s.repeats(), num(s.medianGflops()), num(s.minGflops()),
+    return String.format(Locale.ROOT, "{\"size\": %d, \"repeats\": %d, \"threads\": %d, \"medianGflops\": %s, "
+        + "\"minGflops\": %s, \"maxGflops\": %s}", s.size(), s.repeats(), s.threads(), num(s.medianGflops()),
+        num(s.minGflops()),
         num(s.maxGflops()));
   }
 
