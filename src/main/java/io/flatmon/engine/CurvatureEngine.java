@@ -44,7 +44,7 @@ public final class CurvatureEngine implements CurvatureComputer {
   private static final long CHUNK_ELEMENTS = 1L << 20;
 
   /**
-   * Device memory for prepared snapshots (W and Ω, 4(Cd + C²) bytes each), so interleaved runs do not
+   * Device memory for prepared snapshots (W, Ω and its flattened blocks, about 4(Cd + 2C²) bytes each), so interleaved runs do not
    * recompute Ω per batch: 25 ResNet-18-sized heads, or thousands of small ones.
    */
   private static final long PREPARED_BUDGET_BYTES = 256L << 20;
@@ -189,8 +189,11 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     float[] v = head.classifierWeight();
     float[] vb = head.classifierBias();
-    // Only Γ [m, C, C] (and G [m, C, d] on the filter route) scale with the chunk.
-    int chunk = (int) Math.max(1, Math.min(b, CHUNK_ELEMENTS / ((long) c * (patchGram ? c : Math.max(c, d)))));
+    // Only Γ's diagonal blocks [m, C, C/blocks] (and G [m, C, d] on the filter route) scale with the chunk.
+    int blocks = weights.forms.blocks();
+    int chunk = (int) Math.max(1, Math.min(b,
+        CHUNK_ELEMENTS / ((long) c * (patchGram ? c / blocks : Math.max(c / blocks, d)))));
+    INDArray mtBlocks = mt.reshape('c', (long) b * blocks, c / blocks, p);
     SoftmaxOutput[] softmax = new SoftmaxOutput[b];
     for (int n0 = 0; n0 < b; n0 += chunk) {
       int n1 = Math.min(b, n0 + chunk);
@@ -202,17 +205,20 @@ public final class CurvatureEngine implements CurvatureComputer {
             batch.hasLabels() ? batch.labels()[n] : -1);
         stackAnchoredRows(softmax[n], v, stacked, (n - n0) * k * c);
       }
-      INDArray r = upload("r", stacked, m, k, c);
       INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
+      INDArray mtChunkBlocks = mtBlocks.get(NDArrayIndex.interval((long) n0 * blocks, (long) n1 * blocks),
+          NDArrayIndex.all(), NDArrayIndex.all());
 
-      INDArray gamma = buffer("gamma", m, c, c);
-      double[][] gammaDiag = gamma(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, gamma,
-          "t");
-      double[][] kappaRows = quadraticForms(gamma, weights.omega, r, stacked, m, k, c);
+      GammaFactor gamma = gammaFactor(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, "t");
+      double[][] gammaDiag = gamma.diagonal();
+      double[][] kappaRows = weights.forms.forms(gamma.left(blocks),
+          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, k, this::buffer, "kappa");
       double[][] kappaNormRows = null;
       if (inverseRho != null) {
-        gamma(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm, n0, n1, gamma, "tNorm");
-        kappaNormRows = quadraticForms(gamma, omegaNorm, r, stacked, m, k, c);
+        GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
+            n0, n1, "tNorm");
+        kappaNormRows = weights.normalizedForms(inputChannelRms).forms(gammaNorm.left(blocks),
+            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, k, this::buffer, "kappa");
       }
 
       for (int n = n0; n < n1; n++) {
@@ -242,13 +248,21 @@ public final class CurvatureEngine implements CurvatureComputer {
     return out;
   }
 
+  /** The left factor of Γ = L Rᵀ for a chunk ([m, C, w]: T or G) and diag Γ per sample. */
+  private record GammaFactor(INDArray left, double[][] diagonal) {
+    /** L as [m·blocks, C/blocks, w], the layout of {@link SymmetricForms#forms}. */
+    INDArray left(int blocks) {
+      return left.reshape('c', left.size(0) * blocks, left.size(1) / blocks, left.size(2));
+    }
+  }
+
   /**
-   * Writes Γ_n for samples [n0, n1) into gamma and returns diag Γ per sample, by the patch-Gram
-   * route (T = M̃ K_p, Γ = T M̃ᵀ, diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ). mtHost is
-   * M̃ of the whole batch on the host (a host copy of the chunk's view would allocate every call).
+   * Γ's left factor for samples [n0, n1) and diag Γ, by the patch-Gram route (T = M̃ K_p, Γ = T M̃ᵀ,
+   * diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ). mtHost is M̃ of the whole batch on the
+   * host (a host copy of the chunk's view would allocate every call).
    */
-  private double[][] gamma(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
-      INDArray gram, int n0, int n1, INDArray gamma, String scratch) {
+  private GammaFactor gammaFactor(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
+      INDArray gram, int n0, int n1, String scratch) {
     int m = n1 - n0;
     int c = (int) mtChunk.size(1);
     int p = (int) mtChunk.size(2);
@@ -256,14 +270,12 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray t = buffer(scratch, m, c, p);
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
-      Nd4j.matmul(t, mtChunk, gamma, false, true, false);
-      return rowDots(host(t), mtHost, n0 * c * p, m, c, p);
+      return new GammaFactor(t, rowDots(host(t), mtHost, n0 * c * p, m, c, p));
     }
     INDArray g = buffer(scratch, m, c, patchChunk.size(1));
     Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
-    Nd4j.matmul(g, g, gamma, false, true, false);
     double[] gh = host(g);
-    return rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1));
+    return new GammaFactor(g, rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1)));
   }
 
   /**
@@ -286,34 +298,6 @@ public final class CurvatureEngine implements CurvatureComputer {
     return out;
   }
 
-
-  /**
-   * Turns gamma into Q = Ω∘Γ in place and returns, per sample, the K row forms r_iᵀ Q r_i of
-   * R = [√s_k ṽ_k (k ≠ m); ũ] (eq. 13). Q is symmetric, so QRᵀ [C, K] replaces R·Q: the GEMM then has
-   * the long dimension C outermost, 1.5x faster in OpenBLAS than K short rows; and the Hadamard
-   * product runs as a flat row-vector multiply, 6x faster than ND4J's [m, C, C] ∘ [1, C, C] broadcast.
-   * The last dot products are summed in double on the host from R's host copy rHost.
-   */
-  private double[][] quadraticForms(INDArray gamma, INDArray omega, INDArray r, double[] rHost,
-      int m, int k, int c) {
-    gamma.reshape('c', m, (long) c * c).muliRowVector(omega.reshape('c', 1, (long) c * c));
-    INDArray yt = buffer("yt", m, c, k);
-    Nd4j.matmul(gamma, r, yt, false, true, false);
-    double[] y = host(yt);
-    double[][] out = new double[m][k];
-    for (int n = 0; n < m; n++) {
-      int base = n * c * k;
-      for (int i = 0; i < k; i++) {
-        int row = base + i * c;
-        double sum = 0.0;
-        for (int ch = 0; ch < c; ch++) {
-          sum += y[base + ch * k + i] * rHost[row + ch];
-        }
-        out[n][i] = sum;
-      }
-    }
-    return out;
-  }
 
   /** Σ_{i<K−1} forms_i − forms_{K−1}: Σ_k s_k ṽ_kᵀQṽ_k − ũᵀQũ = Σ_cc' Ω A Γ (eq. 13). */
   private static double sumRows(double[] forms, int k) {
@@ -486,7 +470,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     if (p == null) {
       p = new PreparedHead(head, this);
       long c = head.channels();
-      prepared.put(head, p, 4L * (c * head.patchLength() + 2 * c * c));
+      prepared.put(head, p, 4L * (c * head.patchLength() + 3 * c * c));
     }
     return p;
   }
@@ -534,10 +518,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     final INDArray scale;
     final INDArray omega;
     final double[] omegaDiagonal;
+    final SymmetricForms forms;
     private final HeadSnapshot head;
     private final DataType dtype;
     private double[] normalizedFor;
     private INDArray normalizedOmega;
+    private SymmetricForms normalizedForms;
+    private INDArray normalizedFormsOf;
     private int scaledForP = -1;
     private INDArray scaleOverP;
     private INDArray squaredScaleOverP;
@@ -552,6 +539,17 @@ public final class CurvatureEngine implements CurvatureComputer {
       this.omega = Nd4j.createUninitialized(dtype, c, c);
       Nd4j.gemm(kernel, kernel, omega, false, true, 1.0, 0.0);
       this.omegaDiagonal = diagonal(omega);
+      this.forms = new SymmetricForms(omega);
+    }
+
+    /** Eq. (13)'s forms with Ω' of eq. (12), cached with it. */
+    SymmetricForms normalizedForms(double[] rms) {
+      INDArray omegaPrime = normalizedOmega(rms);
+      if (normalizedForms == null || normalizedFormsOf != omegaPrime) {
+        normalizedForms = new SymmetricForms(omegaPrime);
+        normalizedFormsOf = omegaPrime;
+      }
+      return normalizedForms;
     }
 
     /** Ω' = W_f diag(ρ_j²) W_fᵀ, the Ω of the normalised kernel W·ρ (eq. 12), cached per ρ. */

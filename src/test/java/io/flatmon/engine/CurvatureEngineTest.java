@@ -62,16 +62,16 @@ class CurvatureEngineTest {
   }
 
   /**
-   * A head wide enough (C = 512) that the per-sample C×C arrays are processed in several chunks,
-   * the last one partial, on both routes, with κ_norm.
+   * Heads wide enough that Γ is handled in blocks of the upper triangle (eq. 15) and the batch in
+   * several chunks, the last one partial, on both routes, with κ_norm.
    */
-  @ParameterizedTest(name = "{0}")
-  @MethodSource("routes")
-  void wideHeadIsComputedInChunks(CurvatureEngine.GramRoute route) {
+  @ParameterizedTest(name = "C={1} {0}")
+  @MethodSource("wideHeads")
+  void wideHeadIsComputedInBlocksAndChunks(CurvatureEngine.GramRoute route, int channels) {
     SyntheticHeads random = new SyntheticHeads(99);
-    HeadSnapshot head = random.head(512, 4, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 10,
+    HeadSnapshot head = random.head(channels, 4, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 10,
         Activation.of(Activation.Kind.GELU), true, true, 1.0);
-    ActivationBatch batch = random.batch(head, 11, 4, 4, true);
+    ActivationBatch batch = random.batch(head, 21, 4, 4, true);
     double[] rho = batch.inputChannelRms();
     BatchCurvature expected = new ReferenceCurvature().compute(head, batch, rho);
     BatchCurvature actual = new CurvatureEngine(route).compute(head, batch, rho);
@@ -80,8 +80,14 @@ class CurvatureEngineTest {
     assertClose("kappa_norm", expected.relativeFlatnessNormalized(), actual.relativeFlatnessNormalized());
   }
 
-  static Stream<CurvatureEngine.GramRoute> routes() {
-    return Stream.of(CurvatureEngine.GramRoute.PATCH_GRAM, CurvatureEngine.GramRoute.FILTER_GRAM);
+  static Stream<Arguments> wideHeads() {
+    List<Arguments> cases = new ArrayList<>();
+    for (CurvatureEngine.GramRoute route : new CurvatureEngine.GramRoute[] {
+        CurvatureEngine.GramRoute.PATCH_GRAM, CurvatureEngine.GramRoute.FILTER_GRAM}) {
+      cases.add(Arguments.of(route, 256));
+      cases.add(Arguments.of(route, 512));
+    }
+    return cases.stream();
   }
 
   /** Per-sample values within 1e-5 of the reference, relative to the batch's largest magnitude. */
