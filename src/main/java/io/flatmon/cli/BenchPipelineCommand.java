@@ -40,7 +40,9 @@ final class BenchPipelineCommand implements Callable<Integer> {
   @Option(names = "--duration", defaultValue = "PT60S", description = "Measuring period (default ${DEFAULT-VALUE}).")
   Duration duration;
 
-  @Option(names = "--warmup", defaultValue = "PT15S", description = "Warm-up before measuring (default ${DEFAULT-VALUE}).")
+  @Option(names = "--warmup", defaultValue = "PT30S", description = {
+      "Warm-up before measuring (default ${DEFAULT-VALUE}: the JIT is still compiling the broker, Streams and",
+      "the engine for the first 20-30 s on 2 cores)."})
   Duration warmup;
 
   @Option(names = "--batch", defaultValue = "32", description = "Samples per batch (default ${DEFAULT-VALUE}).")
