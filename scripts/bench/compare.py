@@ -15,7 +15,9 @@ import argparse
 import datetime
 import json
 import math
+import multiprocessing as mp
 import os
+import queue
 import platform
 import subprocess
 import sys
@@ -146,8 +148,14 @@ def fmt_gb(b):
     return "%.1f GB" % (b / 1e9) if b >= 1e8 else "%.0f MB" % (b / 1e6)
 
 
+LOADS = []
+
+
 def log(msg):
-    print("compare: " + msg, file=sys.stderr, flush=True)
+    """A progress line on stderr; the 1-minute load average at that moment is kept for the JSON."""
+    load = os.getloadavg()[0]
+    LOADS.append((msg, round(load, 2)))
+    print("compare: %s [load %.1f]" % (msg, load), file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -156,6 +164,7 @@ def log(msg):
 def part1(p, flat, args):
     exact = flat["hessian_trace"]["mean"]
     t_flat = flat["engine_seconds"]
+    cpu_flat = flat.get("engine_cpu_seconds", math.nan)
     loss_fn, w = est.head_loss(p, dtype=torch.float32)
     C, cin = p["kernel"].shape[:2]
     rows, per_probe_time = [], None
@@ -168,21 +177,23 @@ def part1(p, flat, args):
         else:
             predicted = 0.0
         capped = predicted > args.cap1000
-        times, errs, ests, done = [], [], [], []
+        times, cpus, errs, ests, done = [], [], [], [], []
         budget = args.cap1000 if capped else None
         for s in range(args.seeds):
             gen = torch.Generator().manual_seed(1000 * m + s)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             e, vals = est.hutchinson_trace(loss_fn, w, m, generator=gen, batch=args.batch,
                                            max_seconds=budget)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             all_vals.append(vals)
             if len(vals) < m:
                 # time cap hit before the first seed finished: extrapolate its time linearly in the probes
                 done.append(len(vals))
                 times.append(dt * m / len(vals))
+                cpus.append(dc * m / len(vals))
                 break
             times.append(dt)
+            cpus.append(dc)
             errs.append(est.relative_error(e, exact))
             ests.append(e)
             done.append(m)
@@ -190,12 +201,12 @@ def part1(p, flat, args):
                 budget -= dt
                 if budget < 1.1 * max(times):            # start another seed only if it should fit
                     break
-        t_med = float(np.median(times))
+        t_med, c_med = float(np.median(times)), float(np.median(cpus))
         per_probe_time = t_med / m
-        rows.append(dict(m=m, seconds=t_med, seconds_extrapolated=any(d < m for d in done),
+        rows.append(dict(m=m, seconds=t_med, cpu_seconds=c_med, seconds_extrapolated=any(d < m for d in done),
                          probes_done=done, seeds_measured=len(errs),
                          mean_abs_rel_err=float(np.mean(errs)) if errs else None,
-                         estimates=ests, ratio_to_flatmon=t_med / t_flat))
+                         estimates=ests, ratio_to_flatmon=t_med / t_flat, cpu_ratio_to_flatmon=c_med / cpu_flat))
         log("Hutchinson m=%d: %s, mean |rel err| %s over %d seed(s)" % (
             m, fmt_s(t_med), "%.2f %%" % (100 * rows[-1]["mean_abs_rel_err"]) if errs else "—", len(errs)))
     # the 1/√m law, fitted to the measured errors: err(m) ≈ c/√m
@@ -208,18 +219,23 @@ def part1(p, flat, args):
     reached = [r for r in rows if r["mean_abs_rel_err"] is not None and r["mean_abs_rel_err"] <= 0.01]
     m1 = int(math.ceil((c / 0.01) ** 2))
     slope = rows[-1]["seconds"] / rows[-1]["m"]
+    cslope = rows[-1]["cpu_seconds"] / rows[-1]["m"]
     m1p = int(math.ceil((c_probe / 0.01) ** 2))
     one_percent = dict(target=0.01, fitted_c=c, per_probe_c=c_probe, m_extrapolated=m1,
                        seconds_extrapolated=slope * m1, ratio_extrapolated=slope * m1 / t_flat,
+                       cpu_ratio_extrapolated=cslope * m1 / cpu_flat,
                        m_from_variance=m1p, seconds_from_variance=slope * m1p, ratio_from_variance=slope * m1p / t_flat,
-                       seconds_per_probe=slope)
+                       cpu_ratio_from_variance=cslope * m1p / cpu_flat,
+                       seconds_per_probe=slope, cpu_seconds_per_probe=cslope)
     if reached:
         r = reached[0]
-        one_percent.update(measured_m=r["m"], measured_seconds=r["seconds"], measured_ratio=r["ratio_to_flatmon"])
+        one_percent.update(measured_m=r["m"], measured_seconds=r["seconds"], measured_ratio=r["ratio_to_flatmon"],
+                           measured_cpu_ratio=r["cpu_ratio_to_flatmon"])
     return dict(shape=dict(C=int(C), C_in=int(cin), kernel="3x3", padding=1, input="4×4", P=16, d=int(cin) * 9,
                            K=int(p["classifier_weight"].shape[0]), N=int(p["train"]["input"].shape[0]),
                            activation="ReLU, Z sent (scale + shortcut)"),
                 flatmon=dict(hessian_trace=exact, engine_seconds=t_flat, engine_runs=flat["engine_runs"],
+                             engine_cpu_seconds=cpu_flat,
                              engine_seconds_same_snapshot=flat["engine_seconds_same_snapshot"],
                              relative_flatness=flat["relative_flatness"]["mean"]),
                 hutchinson=rows, one_percent=one_percent, pooled_probes=pooled, seeds=args.seeds, batch=args.batch,
@@ -232,84 +248,112 @@ def table1(r):
     lines = ["### 1. Tr H: flatmon (exact) vs Hutchinson (PyTorch double backward, float32)", "",
              "Head: C = C_in = %d, 3×3, pad 1, %s input (P = %d, d = %d), ReLU, GAP, Linear K = %d; batch N = %d."
              % (sh["C"], sh["input"], sh["P"], sh["d"], sh["K"], sh["N"]),
-             "flatmon Tr H = %.6g. flatmon time = engine median of %d runs with a fresh snapshot: %s (Ω = W_f W_fᵀ "
-             "and the κ_norm Gram included; %s once the snapshot is prepared), for Tr H, κ, κ_norm, Tr H_V, κ_V and the "
-             "loss together. Hutchinson time = median over seeds, gradient graph included; it yields Tr H only."
-             % (f["hessian_trace"], f["engine_runs"], fmt_s(f["engine_seconds"]),
-                fmt_s(f["engine_seconds_same_snapshot"])), "",
-             "| method | probes m | wall time | × flatmon time | mean \\|rel err\\| vs exact | seeds |",
-             "|---|---:|---:|---:|---:|---:|",
-             "| flatmon closed form | — | %s | 1× | 0 (exact; see §2 cross-check) | — |" % fmt_s(f["engine_seconds"])]
-    for h in r["hutchinson"]:
-        t = fmt_s(h["seconds"]) + (" (extrapolated from %d probes)" % h["probes_done"][0] if h["seconds_extrapolated"] else "")
-        err = "%.2f %%" % (100 * h["mean_abs_rel_err"]) if h["mean_abs_rel_err"] is not None else \
-            "%.2f %% (extrapolated, 1/√m)" % (100 * r["one_percent"]["fitted_c"] / math.sqrt(h["m"]))
-        lines.append("| Hutchinson | %d | %s | %s | %s | %d |" % (h["m"], t, fmt_ratio(h["ratio_to_flatmon"]), err,
-                                                                  h["seeds_measured"]))
+             "flatmon Tr H = %.6g. flatmon time = engine median of %d runs with a fresh snapshot: %s wall, %s process "
+             "CPU (Ω = W_f W_fᵀ and the κ_norm Gram included; %s wall once the snapshot is prepared), for Tr H, κ, κ_norm, "
+             "Tr H_V, κ_V and the loss together. Hutchinson time = median over seeds, gradient graph included; it "
+             "yields Tr H only. CPU = process CPU seconds (all threads), less sensitive than wall time to other jobs "
+             "on the machine." % (f["hessian_trace"], f["engine_runs"], fmt_s(f["engine_seconds"]),
+                                  fmt_s(f["engine_cpu_seconds"]), fmt_s(f["engine_seconds_same_snapshot"])), "",
+             "| method | probes m | wall time | × flatmon (wall) | × flatmon (CPU) | mean \\|rel err\\| vs exact | seeds |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             "| flatmon closed form | — | %s | 1× | 1× | 0 (exact; see §2 cross-check) | — |" % fmt_s(f["engine_seconds"])]
     o = r["one_percent"]
+    for h in r["hutchinson"]:
+        t = fmt_s(h["seconds"]) + (" (EXTRAPOLATED from %d probes)" % h["probes_done"][0] if h["seconds_extrapolated"]
+                                   else "")
+        err = "%.2f %%" % (100 * h["mean_abs_rel_err"]) if h["mean_abs_rel_err"] is not None else \
+            "%.2f %% (EXTRAPOLATED, 1/√m)" % (100 * o["fitted_c"] / math.sqrt(h["m"]))
+        lines.append("| Hutchinson | %d | %s | %s | %s | %s | %d |" % (
+            h["m"], t, fmt_ratio(h["ratio_to_flatmon"]), fmt_ratio(h["cpu_ratio_to_flatmon"]), err, h["seeds_measured"]))
     if "measured_m" in o:
-        lines.append("| **Hutchinson to 1 %%** (measured) | %d | %s | **%s** | ≤ 1 %% | |"
-                     % (o["measured_m"], fmt_s(o["measured_seconds"]), fmt_ratio(o["measured_ratio"])))
+        lines.append("| **Hutchinson to 1 %%** (measured) | %d | %s | **%s** | %s | ≤ 1 %% | |"
+                     % (o["measured_m"], fmt_s(o["measured_seconds"]), fmt_ratio(o["measured_ratio"]),
+                        fmt_ratio(o["measured_cpu_ratio"])))
     lines.append("| **Hutchinson to 1 %%** (EXTRAPOLATED: m from the 1/√m fit to the measured errors, time linear in m) "
-                 "| ≈ %d | ≈ %s | **≈ %s** | 1 %% | |"
-                 % (o["m_extrapolated"], fmt_s(o["seconds_extrapolated"]), fmt_ratio(o["ratio_extrapolated"])))
+                 "| ≈ %d | ≈ %s | **≈ %s** | ≈ %s | 1 %% | |"
+                 % (o["m_extrapolated"], fmt_s(o["seconds_extrapolated"]), fmt_ratio(o["ratio_extrapolated"]),
+                    fmt_ratio(o["cpu_ratio_extrapolated"])))
     lines.append("| Hutchinson to 1 %% (EXTRAPOLATED: m from the variance of all %d probe values, time linear in m) "
-                 "| ≈ %d | ≈ %s | ≈ %s | 1 %% | |"
+                 "| ≈ %d | ≈ %s | ≈ %s | ≈ %s | 1 %% | |"
                  % (r["pooled_probes"]["probes"], o["m_from_variance"], fmt_s(o["seconds_from_variance"]),
-                    fmt_ratio(o["ratio_from_variance"])))
+                    fmt_ratio(o["ratio_from_variance"]), fmt_ratio(o["cpu_ratio_from_variance"])))
     lines += ["", "1/√m law: mean |rel err| ≈ c/√m with c = %.3f fitted to the measured mean errors, c = %.3f from the "
-              "spread of all %d per-probe values vᵀHv (c = √(2/π)·std/Tr H). Time per probe used for extrapolation: %s."
-              % (o["fitted_c"], o["per_probe_c"], r["pooled_probes"]["probes"], fmt_s(o["seconds_per_probe"]))]
+              "spread of all %d per-probe values vᵀHv (c = √(2/π)·std/Tr H). Time per probe used for extrapolation: %s "
+              "wall, %s CPU (the last row's)."
+              % (o["fitted_c"], o["per_probe_c"], r["pooled_probes"]["probes"], fmt_s(o["seconds_per_probe"]),
+                 fmt_s(o["cpu_seconds_per_probe"]))]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 2. κ: flatmon vs exact autograd (dense Hessian) and the HVP loop
 # ---------------------------------------------------------------------------------------------------------
+def _dense_child(p, threads, q):
+    torch.set_num_threads(threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    ref = autograd_reference(p)
+    q.put((ref, time.perf_counter() - t0, time.process_time() - c0))
+
+
+def dense_autograd(p, threads, cap):
+    """flatmon_client.reference.autograd_reference(p) in a child process, stopped after `cap` seconds of its own
+    work (plus start-up slack). Returns (result, wall, cpu) or None when it was stopped."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_dense_child, args=(p, threads, q), daemon=True)
+    proc.start()
+    try:
+        return q.get(timeout=cap + 20.0)          # 20 s: the child's interpreter and torch start-up
+    except queue.Empty:
+        return None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
 def part2(heads, flat, args):
     rows = []
-    dense_points = []                                     # (Cd, seconds) of the measured dense points
+    over_cap = None
     mem_limit = args.dense_mem_gb * 1e9
     for C, p in heads:
         d = int(np.prod(p["kernel"].shape[1:]))
         f = flat["kappa-c%d" % C]
         row = dict(C=C, d=d, Cd=C * d, flatmon_seconds=f["engine_seconds"],
+                   flatmon_cpu_seconds=f.get("engine_cpu_seconds", math.nan),
                    flatmon_seconds_same_snapshot=f["engine_seconds_same_snapshot"],
                    flatmon_trace=f["hessian_trace"]["mean"], flatmon_kappa=f["relative_flatness"]["mean"])
-        # dense autograd Hessian (flatmon_client.reference, float64): check memory and predicted time first
+        # dense autograd Hessian (flatmon_client.reference, float64): memory first, then a hard time cap
         mem = 2 * est.dense_hessian_bytes(C, d)            # the Cd rows and their stacked copy
         row["dense_bytes"] = mem
-        predicted = None
-        if dense_points:
-            # power law in Cd through the last two measured points (rows × per-row cost), exponent in [1, 2]
-            alpha = 1.5
-            if len(dense_points) >= 2:
-                (x0, y0), (x1, y1) = dense_points[-2:]
-                alpha = min(2.0, max(1.0, math.log(y1 / y0) / math.log(x1 / x0)))
-            predicted = dense_points[-1][1] * (C * d / dense_points[-1][0]) ** alpha
-        row["dense_predicted_seconds"] = predicted
         if mem > mem_limit:
             row["dense_status"] = "infeasible: needs ≥ %s for the (Cd)² float64 Hessian" % fmt_gb(mem)
-        elif predicted is not None and predicted > args.cap:
-            row["dense_status"] = "skipped: predicted %s > cap %s" % (fmt_s(predicted), fmt_s(args.cap))
+        elif over_cap is not None:
+            row["dense_status"] = "skipped: C = %d already exceeded the %s cap" % (over_cap, fmt_s(args.cap))
         else:
-            t0 = time.perf_counter()
-            ref = autograd_reference(p)
-            dt = time.perf_counter() - t0
-            dense_points.append((C * d, dt))
-            row.update(dense_status="measured", dense_seconds=dt, ref_trace=ref["hessian_trace"],
-                       ref_kappa=ref["relative_flatness"],
-                       rel_diff_trace=est.relative_error(row["flatmon_trace"], ref["hessian_trace"]),
-                       rel_diff_kappa=est.relative_error(row["flatmon_kappa"], ref["relative_flatness"]),
-                       dense_ratio=dt / row["flatmon_seconds"])
-        log("κ C=%d: dense autograd %s" % (C, row.get("dense_status")))
+            res = dense_autograd(p, args.threads, args.cap)
+            if res is None or res[1] > args.cap:
+                over_cap = C
+                row["dense_status"] = "> %s (cap; stopped)" % fmt_s(args.cap)
+            else:
+                ref, dt, dc = res
+                row.update(dense_status="measured", dense_seconds=dt, dense_cpu_seconds=dc,
+                           ref_trace=ref["hessian_trace"], ref_kappa=ref["relative_flatness"],
+                           rel_diff_trace=est.relative_error(row["flatmon_trace"], ref["hessian_trace"]),
+                           rel_diff_kappa=est.relative_error(row["flatmon_kappa"], ref["relative_flatness"]),
+                           dense_ratio=dt / row["flatmon_seconds"], dense_cpu_ratio=dc / row["flatmon_cpu_seconds"])
+        log("κ C=%d: dense autograd %s%s" % (C, row["dense_status"],
+                                             " (%s)" % fmt_s(row["dense_seconds"]) if "dense_seconds" in row else ""))
         # the matrix-free exact alternative: C·d HVPs (float64), run fully while it fits the HVP cap
         loss_fn, w = est.head_loss(p, dtype=torch.float64)
+        c0 = time.process_time()
         res = est.hvp_loop_curvature(loss_fn, w, max_seconds=args.hvp_cap)
-        per = res["seconds"] / res["hvps"]
+        dc = time.process_time() - c0
+        scale = 1.0 if res["complete"] else C * d / res["hvps"]
         row.update(hvp_hvps=C * d, hvp_done=res["hvps"], hvp_complete=res["complete"],
-                   hvp_seconds=res["seconds"] if res["complete"] else per * C * d)
+                   hvp_seconds=res["seconds"] * scale, hvp_cpu_seconds=dc * scale)
         row["hvp_ratio"] = row["hvp_seconds"] / row["flatmon_seconds"]
+        row["hvp_cpu_ratio"] = row["hvp_cpu_seconds"] / row["flatmon_cpu_seconds"]
         if res["complete"]:
             row["hvp_rel_diff_kappa"] = est.relative_error(row["flatmon_kappa"], res["relative_flatness"])
         log("κ C=%d: HVP loop %s%s" % (C, fmt_s(row["hvp_seconds"]), "" if res["complete"] else " (extrapolated)"))
@@ -320,20 +364,26 @@ def part2(heads, flat, args):
 def table2(rows, args):
     lines = ["### 2. κ (all Hessian blocks): flatmon vs exact autograd, float64",
              "", "Heads: C = C_in, 3×3, pad 1, 4×4 input, ReLU with Z sent, GAP, Linear K = 10, batch N = %d. "
-             "flatmon = engine median, fresh snapshot. Dense = `torch.autograd.functional.hessian` via `flatmon_client.reference.autograd_reference`, then "
-             "κ = Σ ⟨w_c, w_c'⟩ Tr H_cc'. HVP loop = `estimators.hvp_loop_curvature` (C·d HVPs, memory O(Cd))." % args.n2,
+             "flatmon = engine median, fresh snapshot. Dense = `torch.autograd.functional.hessian` via "
+             "`flatmon_client.reference.autograd_reference` (child process, cap %s), then κ = Σ ⟨w_c, w_c'⟩ Tr H_cc'. "
+             "HVP loop = `estimators.hvp_loop_curvature` (C·d HVPs, memory O(Cd)), run for up to %s and otherwise "
+             "EXTRAPOLATED linearly in the HVP count. Ratios: wall / process CPU."
+             % (args.n2, fmt_s(args.cap), fmt_s(args.hvp_cap)),
              "",
-             "| C | d | Cd | flatmon | dense autograd | × flatmon | rel diff Tr H | rel diff κ | HVP loop (C·d HVPs) | × flatmon |",
+             "| C | d | Cd | flatmon | dense autograd | × flatmon (wall / CPU) | rel diff Tr H | rel diff κ "
+             "| HVP loop (C·d HVPs) | × flatmon (wall / CPU) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["dense_status"] == "measured":
-            dense, ratio = fmt_s(r["dense_seconds"]), fmt_ratio(r["dense_ratio"])
+            dense = fmt_s(r["dense_seconds"])
+            ratio = "%s / %s" % (fmt_ratio(r["dense_ratio"]), fmt_ratio(r["dense_cpu_ratio"]))
             dt, dk = "%.1e" % r["rel_diff_trace"], "%.1e" % r["rel_diff_kappa"]
         else:
             dense, ratio, dt, dk = r["dense_status"], "—", "—", "—"
         hvp = fmt_s(r["hvp_seconds"]) + ("" if r["hvp_complete"] else " (EXTRAPOLATED from %d HVPs)" % r["hvp_done"])
-        lines.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["C"], r["d"], r["Cd"], fmt_s(r["flatmon_seconds"]), dense, ratio, dt, dk, hvp, fmt_ratio(r["hvp_ratio"])))
+        lines.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s / %s |" % (
+            r["C"], r["d"], r["Cd"], fmt_s(r["flatmon_seconds"]), dense, ratio, dt, dk, hvp, fmt_ratio(r["hvp_ratio"]),
+            fmt_ratio(r["hvp_cpu_ratio"])))
     return "\n".join(lines)
 
 
@@ -393,6 +443,7 @@ def main():
                             torch=torch.__version__, torch_threads=args.threads, flatmon_omp_threads=omp,
                             loadavg_at_end=os.getloadavg()),
                flatmon_wall_seconds_with_jvm=flat_wall, total_seconds=total,
+               load_average_1min_at_each_step=LOADS,
                trace_vs_hutchinson=r1, kappa_vs_autograd=r2,
                engine_vs_physical_limit="see README performance table (flatmon bench engine)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,8 @@ final class ComputeCommand implements Callable<Integer> {
       "and then N times, each time against a freshly decoded snapshot (Ω included), and report",
       "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to",
       "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached):",
-      "\"engine_seconds_same_snapshot\". Excludes JVM start-up, reading and decoding."})
+      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of the",
+      "fresh-snapshot runs (median). Excludes JVM start-up, reading and decoding."})
   int timeEngine;
 
   @Option(names = "--max-elements", defaultValue = "" + RecordDecoder.DEFAULT_MAX_ELEMENTS,
@@ -165,8 +166,9 @@ final class ComputeCommand implements Callable<Integer> {
         timings.add(t);
         if (!json) {
           err.printf(Locale.ROOT, "engine: %s/%s step %d %s: median %.6f s over %d runs (%d batches, %d samples);"
-              + " %.6f s with the snapshot already prepared%n", k.run, k.layer, k.step, k.split, t.medianSeconds(),
-              timeEngine, m.batches.size(), m.aggregate.samples(), t.medianSecondsSameSnapshot());
+              + " %.6f s with the snapshot already prepared; process CPU %.6f s%n", k.run, k.layer, k.step, k.split,
+              t.medianSeconds(), timeEngine, m.batches.size(), m.aggregate.samples(), t.medianSecondsSameSnapshot(),
+              t.medianCpuSeconds());
         }
       }
     }
@@ -178,8 +180,10 @@ final class ComputeCommand implements Callable<Integer> {
         String line = printer.print(results.get(i));
         if (timeEngine > 0) {
           line = line.substring(0, line.length() - 1) + String.format(Locale.ROOT,
-              ",\"engine_seconds\":%.9g,\"engine_runs\":%d,\"engine_seconds_same_snapshot\":%.9g}",
-              timings.get(i).medianSeconds(), timeEngine, timings.get(i).medianSecondsSameSnapshot());
+              ",\"engine_seconds\":%.9g,\"engine_runs\":%d,\"engine_seconds_same_snapshot\":%.9g"
+              + (Double.isNaN(timings.get(i).medianCpuSeconds()) ? "}" : ",\"engine_cpu_seconds\":%.9g}"),
+              timings.get(i).medianSeconds(), timeEngine, timings.get(i).medianSecondsSameSnapshot(),
+              timings.get(i).medianCpuSeconds());
         }
         out.println(line);
       }

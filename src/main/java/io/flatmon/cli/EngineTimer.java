@@ -4,6 +4,7 @@ import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.engine.StepAggregate;
+import java.lang.management.ManagementFactory;
 import java.util.Arrays;
 import java.util.List;
 import java.util.function.Supplier;
@@ -15,6 +16,8 @@ import java.util.function.Supplier;
  * per-snapshot work (Ω = W_f W_fᵀ, the weights' upload) is counted as it is for each new snapshot in a
  * live run. The result is the median pass, in seconds. A second series of {@code runs} passes reuses one
  * snapshot (prepared by an untimed pass), which is the cost of a measurement's batches once Ω is cached.
+ * The process's CPU time (all threads: Java, OpenMP, GC) is recorded with the fresh-snapshot passes: on a
+ * shared machine it is less affected by time-slicing than wall time.
  */
 final class EngineTimer {
 
@@ -25,8 +28,9 @@ final class EngineTimer {
    * @param medianSeconds median pass with a fresh snapshot (per-snapshot work included)
    * @param seconds those passes, in the order run
    * @param medianSecondsSameSnapshot median pass against one already prepared snapshot
+   * @param medianCpuSeconds median process CPU seconds of the fresh-snapshot passes (NaN if unavailable)
    */
-  record Timing(double medianSeconds, double[] seconds, double medianSecondsSameSnapshot) {
+  record Timing(double medianSeconds, double[] seconds, double medianSecondsSameSnapshot, double medianCpuSeconds) {
   }
 
   static Timing time(CurvatureComputer engine, Supplier<HeadSnapshot> snapshot, List<ActivationBatch> batches,
@@ -36,11 +40,15 @@ final class EngineTimer {
     }
     pass(engine, snapshot.get(), batches);
     double[] seconds = new double[runs];
+    double[] cpu = new double[runs];
     for (int i = 0; i < runs; i++) {
       HeadSnapshot head = snapshot.get();
+      long c0 = processCpuNanos();
       long t0 = System.nanoTime();
       pass(engine, head, batches);
       seconds[i] = (System.nanoTime() - t0) / 1e9;
+      long c1 = processCpuNanos();
+      cpu[i] = c0 < 0 || c1 < 0 ? Double.NaN : (c1 - c0) / 1e9;
     }
     HeadSnapshot same = snapshot.get();
     pass(engine, same, batches);
@@ -50,7 +58,15 @@ final class EngineTimer {
       pass(engine, same, batches);
       cached[i] = (System.nanoTime() - t0) / 1e9;
     }
-    return new Timing(median(seconds), seconds, median(cached));
+    return new Timing(median(seconds), seconds, median(cached), median(cpu));
+  }
+
+  /** CPU time of the whole process in nanoseconds, or -1 where the JVM does not expose it. */
+  static long processCpuNanos() {
+    if (ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os) {
+      return os.getProcessCpuTime();
+    }
+    return -1;
   }
 
   private static StepAggregate pass(CurvatureComputer engine, HeadSnapshot head, List<ActivationBatch> batches) {

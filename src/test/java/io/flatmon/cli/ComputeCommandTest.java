@@ -131,6 +131,9 @@ class ComputeCommandTest {
       assertTrue(seconds > 0 && seconds < 60, line);
       double same = o.get("engine_seconds_same_snapshot").getAsDouble();
       assertTrue(same > 0 && same < 60, line);
+      if (EngineTimer.processCpuNanos() >= 0) {
+        assertTrue(o.get("engine_cpu_seconds").getAsDouble() >= 0, line);
+      }
       FlatnessResult.Builder b = FlatnessResult.newBuilder();
       lenient.merge(line, b);
       FlatnessResult r = b.build();
