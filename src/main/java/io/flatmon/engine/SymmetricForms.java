@@ -108,7 +108,9 @@ final class SymmetricForms {
 
   /** Block i of every sample: entries i, i + b, i + 2b, … of a [m·b, …, …] array. */
   private INDArray everyBlock(INDArray a, int i) {
-    return a.get(NDArrayIndex.interval(i, blocks, a.size(0)), NDArrayIndex.all(), NDArrayIndex.all());
+    // ND4J rejects a strided interval that selects a single entry (a chunk of one sample).
+    return a.get(a.size(0) == blocks ? NDArrayIndex.interval(i, i + 1) : NDArrayIndex.interval(i, blocks, a.size(0)),
+        NDArrayIndex.all(), NDArrayIndex.all());
   }
 
   /**
