@@ -118,6 +118,17 @@ def analyse(rows, varied, reps=2000, seed=0, log=print):
                 res["paired"][tcol][b] = dict(diff=res["tau"][tcol]["kappa"]["tau"] - res["tau"][tcol][b]["tau"],
                                               lo=lo, hi=hi, frac_positive=float((d > 0).mean()))
         log("analysis: %s done" % tcol)
+    # Within one label-noise level: does the measure rank models that fit equally noisy labels?
+    res["tau_by_noise"] = {}
+    for nz in sorted({r["label_noise"] for r in ok}):
+        sub = [r for r in ok if r["label_noise"] == nz]
+        if len(sub) < 3:
+            continue
+        sidx = stats.bootstrap_indices(len(sub), reps, seed + 1)
+        res["tau_by_noise"][str(nz)] = dict(n=len(sub), tau={
+            tcol: {col: dict(zip(("tau", "lo", "hi"), stats.tau_with_ci(
+                [r[col] for r in sub], [r[tcol] for r in sub], sidx))) for col, _, _ in measures}
+            for tcol, _ in TARGETS})
     return res
 
 
@@ -169,6 +180,21 @@ def markdown(res, varied, meta):
         L.append("")
         L.append("Groups per hyperparameter (used/skipped): " + ", ".join(
             "%s %d/%d" % (h, groups[h]["groups"], groups[h]["skipped"]) for h in varied))
+    if res.get("tau_by_noise"):
+        L.append("")
+        L.append("Kendall τ-b within one label-noise level (95 % bootstrap CIs):")
+        L.append("")
+        levels = list(res["tau_by_noise"])
+        L.append("| measure | " + " | ".join("gap, noise %s (n=%d) | test error, noise %s" % (
+            v, res["tau_by_noise"][v]["n"], v) for v in levels) + " |")
+        L.append("|---|" + "---|" * (2 * len(levels)))
+        for col in res["tau"]["gap"]:
+            cells = []
+            for v in levels:
+                for tcol in ("gap", "test_error"):
+                    t = res["tau_by_noise"][v]["tau"][tcol][col]
+                    cells.append("%s [%s, %s]" % (_f(t["tau"]), _f(t["lo"]), _f(t["hi"])))
+            L.append("| %s | %s |" % (lab[col], " | ".join(cells)))
     L.append("")
     L.append("Paired bootstrap of τ(κ) − τ(baseline) (same resamples), 95 % CI and the fraction of resamples "
              "where κ's τ is larger:")
