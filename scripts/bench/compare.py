@@ -144,6 +144,11 @@ def fmt_ratio(x):
     return "%.0f×" % x if x >= 10 else "%.1f×" % x
 
 
+def ratio(a, b):
+    """a / b, NaN when b is 0 or NaN (a CPU time below the clock tick)."""
+    return a / b if b and not math.isnan(b) else math.nan
+
+
 def fmt_gb(b):
     return "%.1f GB" % (b / 1e9) if b >= 1e8 else "%.0f MB" % (b / 1e6)
 
@@ -170,15 +175,13 @@ def part1(p, flat, args):
     rows, per_probe_time = [], None
     all_vals = []
     for m in args.probes:
-        # estimate first: linear in m from the previous row's per-probe time
+        # estimate first: linear in m from the previous row's per-probe time; every row has a wall-time budget
+        # (seeds stop when the next one would not fit; a first seed that does not fit is extrapolated)
         if per_probe_time is not None:
-            predicted = per_probe_time * m * args.seeds
-            log("Hutchinson m=%d: predicted %.0f s for %d seeds (cap %.0f s)" % (m, predicted, args.seeds, args.cap1000))
-        else:
-            predicted = 0.0
-        capped = predicted > args.cap1000
+            log("Hutchinson m=%d: predicted %.0f s for %d seeds (cap %.0f s)"
+                % (m, per_probe_time * m * args.seeds, args.seeds, args.hutchinson_cap))
         times, cpus, errs, ests, done = [], [], [], [], []
-        budget = args.cap1000 if capped else None
+        budget = args.hutchinson_cap
         for s in range(args.seeds):
             gen = torch.Generator().manual_seed(1000 * m + s)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -197,16 +200,15 @@ def part1(p, flat, args):
             errs.append(est.relative_error(e, exact))
             ests.append(e)
             done.append(m)
-            if budget is not None:
-                budget -= dt
-                if budget < 1.1 * max(times):            # start another seed only if it should fit
-                    break
+            budget -= dt
+            if budget < 1.1 * max(times):                # start another seed only if it should fit
+                break
         t_med, c_med = float(np.median(times)), float(np.median(cpus))
         per_probe_time = t_med / m
         rows.append(dict(m=m, seconds=t_med, cpu_seconds=c_med, seconds_extrapolated=any(d < m for d in done),
                          probes_done=done, seeds_measured=len(errs),
                          mean_abs_rel_err=float(np.mean(errs)) if errs else None,
-                         estimates=ests, ratio_to_flatmon=t_med / t_flat, cpu_ratio_to_flatmon=c_med / cpu_flat))
+                         estimates=ests, ratio_to_flatmon=t_med / t_flat, cpu_ratio_to_flatmon=ratio(c_med, cpu_flat)))
         log("Hutchinson m=%d: %s, mean |rel err| %s over %d seed(s)" % (
             m, fmt_s(t_med), "%.2f %%" % (100 * rows[-1]["mean_abs_rel_err"]) if errs else "—", len(errs)))
     # the 1/√m law, fitted to the measured errors: err(m) ≈ c/√m
@@ -223,9 +225,9 @@ def part1(p, flat, args):
     m1p = int(math.ceil((c_probe / 0.01) ** 2))
     one_percent = dict(target=0.01, fitted_c=c, per_probe_c=c_probe, m_extrapolated=m1,
                        seconds_extrapolated=slope * m1, ratio_extrapolated=slope * m1 / t_flat,
-                       cpu_ratio_extrapolated=cslope * m1 / cpu_flat,
+                       cpu_ratio_extrapolated=ratio(cslope * m1, cpu_flat),
                        m_from_variance=m1p, seconds_from_variance=slope * m1p, ratio_from_variance=slope * m1p / t_flat,
-                       cpu_ratio_from_variance=cslope * m1p / cpu_flat,
+                       cpu_ratio_from_variance=ratio(cslope * m1p, cpu_flat),
                        seconds_per_probe=slope, cpu_seconds_per_probe=cslope)
     if reached:
         r = reached[0]
@@ -341,7 +343,7 @@ def part2(heads, flat, args):
                            ref_trace=ref["hessian_trace"], ref_kappa=ref["relative_flatness"],
                            rel_diff_trace=est.relative_error(row["flatmon_trace"], ref["hessian_trace"]),
                            rel_diff_kappa=est.relative_error(row["flatmon_kappa"], ref["relative_flatness"]),
-                           dense_ratio=dt / row["flatmon_seconds"], dense_cpu_ratio=dc / row["flatmon_cpu_seconds"])
+                           dense_ratio=dt / row["flatmon_seconds"], dense_cpu_ratio=ratio(dc, row["flatmon_cpu_seconds"]))
         log("κ C=%d: dense autograd %s%s" % (C, row["dense_status"],
                                              " (%s)" % fmt_s(row["dense_seconds"]) if "dense_seconds" in row else ""))
         # the matrix-free exact alternative: C·d HVPs (float64), run fully while it fits the HVP cap
@@ -353,7 +355,7 @@ def part2(heads, flat, args):
         row.update(hvp_hvps=C * d, hvp_done=res["hvps"], hvp_complete=res["complete"],
                    hvp_seconds=res["seconds"] * scale, hvp_cpu_seconds=dc * scale)
         row["hvp_ratio"] = row["hvp_seconds"] / row["flatmon_seconds"]
-        row["hvp_cpu_ratio"] = row["hvp_cpu_seconds"] / row["flatmon_cpu_seconds"]
+        row["hvp_cpu_ratio"] = ratio(row["hvp_cpu_seconds"], row["flatmon_cpu_seconds"])
         if res["complete"]:
             row["hvp_rel_diff_kappa"] = est.relative_error(row["flatmon_kappa"], res["relative_flatness"])
         log("κ C=%d: HVP loop %s%s" % (C, fmt_s(row["hvp_seconds"]), "" if res["complete"] else " (extrapolated)"))
@@ -398,8 +400,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1, help="probes per batched backward (default 1: textbook loop)")
     ap.add_argument("--n1", type=int, default=32, help="samples of the C=512 head (default 32)")
     ap.add_argument("--c1", type=int, default=512, help="channels of the part-1 head (default 512)")
-    ap.add_argument("--cap1000", type=float, default=150.0,
-                    help="seconds allowed to a Hutchinson row whose predicted time (all seeds) exceeds it (default 150)")
+    ap.add_argument("--hutchinson-cap", type=float, default=150.0,
+                    help="wall seconds allowed to each Hutchinson row (all its seeds; default 150)")
     ap.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64, 128, 256, 512],
                     help="C values of the κ scaling curve")
     ap.add_argument("--n2", type=int, default=8, help="samples of the κ heads (default 8)")

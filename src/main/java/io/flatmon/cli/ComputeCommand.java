@@ -86,9 +86,15 @@ final class ComputeCommand implements Callable<Integer> {
       "and then N times, each time against a freshly decoded snapshot (Ω included), and report",
       "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to",
       "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached):",
-      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of the",
-      "fresh-snapshot runs (median). Excludes JVM start-up, reading and decoding."})
+      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of a",
+      "fresh-snapshot run (mean over \"engine_cpu_runs\" ≥ N runs that add up to at least",
+      "--time-engine-window). Excludes JVM start-up, reading and decoding."})
   int timeEngine;
+
+  @Option(names = "--time-engine-window", paramLabel = "SECONDS", defaultValue = "0.5", description = {
+      "With --time-engine: fresh-snapshot runs go on until they add up to this many seconds, for",
+      "the CPU-time mean (the JVM reads CPU time in 10 ms clock ticks; default ${DEFAULT-VALUE})."})
+  double timeEngineWindow;
 
   @Option(names = "--max-elements", defaultValue = "" + RecordDecoder.DEFAULT_MAX_ELEMENTS,
       description = "Largest tensor accepted, in elements (default ${DEFAULT-VALUE}).")
@@ -162,13 +168,14 @@ final class ComputeCommand implements Callable<Integer> {
       results.add(ResultBuilder.build(k.run, k.layer, k.step, k.split, true, m.aggregate, m.head, lambda));
       if (timeEngine > 0) {
         progress.note(String.format("timing the engine on %s/%s step %d %s", k.run, k.layer, k.step, k.split));
-        EngineTimer.Timing t = EngineTimer.time(engine, () -> redecode(m.snapshotRecord), m.batches, timeEngine);
+        EngineTimer.Timing t = EngineTimer.time(engine, () -> redecode(m.snapshotRecord), m.batches, timeEngine,
+            timeEngineWindow);
         timings.add(t);
         if (!json) {
           err.printf(Locale.ROOT, "engine: %s/%s step %d %s: median %.6f s over %d runs (%d batches, %d samples);"
-              + " %.6f s with the snapshot already prepared; process CPU %.6f s%n", k.run, k.layer, k.step, k.split,
-              t.medianSeconds(), timeEngine, m.batches.size(), m.aggregate.samples(), t.medianSecondsSameSnapshot(),
-              t.medianCpuSeconds());
+              + " %.6f s with the snapshot already prepared; process CPU %.6f s (mean of %d runs)%n", k.run, k.layer,
+              k.step, k.split, t.medianSeconds(), timeEngine, m.batches.size(), m.aggregate.samples(),
+              t.medianSecondsSameSnapshot(), t.cpuSeconds(), t.cpuRuns());
         }
       }
     }
@@ -181,9 +188,10 @@ final class ComputeCommand implements Callable<Integer> {
         if (timeEngine > 0) {
           line = line.substring(0, line.length() - 1) + String.format(Locale.ROOT,
               ",\"engine_seconds\":%.9g,\"engine_runs\":%d,\"engine_seconds_same_snapshot\":%.9g"
-              + (Double.isNaN(timings.get(i).medianCpuSeconds()) ? "}" : ",\"engine_cpu_seconds\":%.9g}"),
+              + (Double.isNaN(timings.get(i).cpuSeconds()) ? "}"
+                  : ",\"engine_cpu_seconds\":%.9g,\"engine_cpu_runs\":%d}"),
               timings.get(i).medianSeconds(), timeEngine, timings.get(i).medianSecondsSameSnapshot(),
-              timings.get(i).medianCpuSeconds());
+              timings.get(i).cpuSeconds(), timings.get(i).cpuRuns());
         }
         out.println(line);
       }
