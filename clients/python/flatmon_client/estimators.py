@@ -4,13 +4,15 @@ Stable API (other scripts import it):
 
 - ``head_loss(payload, split="train", dtype=torch.float32)`` -> ``(loss_fn, weight)``: the head's mean
   cross-entropy as a function of the conv kernel, built from the wire tensors a measurement sent.
-- ``hutchinson_trace(loss_fn, weight, m, generator=None)`` -> ``(estimate, per_probe_values)``
-- ``hutchinson_trace_budget(loss_fn, weight, seconds, generator=None)`` -> ``(estimate, probes_used)``
+- ``hutchinson_trace(loss_fn, weight, m, generator=None, batch=1, max_seconds=None)`` ->
+  ``(estimate, per_probe_values)``
+- ``hutchinson_trace_budget(loss_fn, weight, seconds, generator=None, batch=1)`` -> ``(estimate, probes_used)``
 - ``hessian_vector_product(loss_fn, weight, v)``
 - ``exact_curvature(loss_fn, weight)`` -> ``dict(hessian_trace, relative_flatness)`` from the dense
   autograd Hessian (all blocks; memory ``(Cd)²``), and ``dense_hessian_bytes(C, d)`` to check it first.
-- ``hvp_loop_curvature(loss_fn, weight)``: the same two values from ``C·d`` Hessian-vector products,
-  without storing the Hessian (memory ``O(Cd)``, time ``C·d`` HVPs).
+- ``hvp_loop_curvature(loss_fn, weight, max_seconds=None)``: the same two values from ``C·d``
+  Hessian-vector products, without storing the Hessian (memory ``O(Cd)``, time ``C·d`` HVPs).
+- ``rademacher(shape, dtype, generator)``, ``relative_error(estimate, exact)``.
 
 Throughout, ``loss_fn(w)`` returns the scalar mean cross-entropy ``L`` (the loss flatmon's ``H`` is the
 Hessian of, docs/math.md §1) as a differentiable function of the kernel tensor ``w`` of shape
