@@ -85,7 +85,7 @@ final class BenchEngineCommand implements Callable<Integer> {
       description = "trace_kappa (Tr H + κ) and/or with_kappa_norm (also κ_norm) (default: trace_kappa).")
   List<String> quantities = List.of(EngineBenchmark.TRACE_KAPPA);
 
-  @Option(names = "--warmup", paramLabel = "N", description = "Warm-up iterations (default: 2; 1 with --quick).")
+  @Option(names = "--warmup", paramLabel = "N", description = "Warm-up iterations of --time each (default: 8).")
   Integer warmup;
 
   @Option(names = "--iterations", paramLabel = "N",
@@ -101,7 +101,7 @@ final class BenchEngineCommand implements Callable<Integer> {
       description = "JMH forks; 0 runs in this JVM (default: 1; the fork gets this JVM's class path and options).")
   int forks = 1;
 
-  @Option(names = "--quick", description = "2 measurement iterations instead of 3 (2 warm-up iterations of 2 s either way).")
+  @Option(names = "--quick", description = "2 measurement iterations instead of 3 (8 warm-up iterations of 2 s either way).")
   boolean quick;
 
   @Option(names = "--peak-size", paramLabel = "N", description = "Side of the square sgemm for the peak (default: 4096).")
@@ -137,9 +137,9 @@ final class BenchEngineCommand implements Callable<Integer> {
             + EngineBenchmark.TRACE_KAPPA + " or " + EngineBenchmark.WITH_KAPPA_NORM + ")");
       }
     }
-    // Even --quick warms up for 4 s: with 1 s the JIT and first-touch of the working arrays were still
-    // in the measured iterations, and two threads measured 1.7k instead of 3.8k samples/s.
-    int warmupIterations = warmup != null ? warmup : 2;
+    // Even --quick warms up for 16 s: the CIFAR shape on two threads still sped up 25 % between the 4th
+    // and the 14th second (JIT of the host-side loops, first touch of the working arrays).
+    int warmupIterations = warmup != null ? warmup : 8;
     int measurementIterations = iterations != null ? iterations : quick ? 2 : 3;
     TimeValue iterationTime = parseTime(time != null ? time : "2s");
 
