@@ -26,47 +26,13 @@ _ACT = {
 def autograd_reference(payload, split="train"):
     """Returns dict(hessian_trace, relative_flatness, loss, weight_decay_trace,
     weight_decay_relative_flatness) for one split of a Measurement.payload (keep_payload=True)."""
-    d64 = torch.float64
-    W0 = torch.from_numpy(np.array(payload["kernel"], np.float32)).to(d64)
-    shape = tuple(W0.shape)
-    C = shape[0]
-    d = int(np.prod(shape[1:]))
-    beta = None if payload["bias"] is None else torch.from_numpy(payload["bias"]).to(d64)
-    a = None if payload["scale"] is None else torch.from_numpy(payload["scale"]).to(d64)
-    V = torch.from_numpy(payload["classifier_weight"]).to(d64)
-    b = None if payload["classifier_bias"] is None else torch.from_numpy(payload["classifier_bias"]).to(d64)
-    data = payload[split]
-    F = torch.from_numpy(data["input"]).to(d64)
-    y = torch.from_numpy(np.asarray(data["labels"], np.int64))
-    act = _ACT[payload["activation"]]
-    slope = payload.get("negative_slope", 0.0)
+    from .estimators import head_loss   # (estimators imports _ACT from here)
 
-    # The conv as a product with the im2col patches (torch's own unfold): the same function as conv2d,
-    # with a much cheaper double backward than conv2d's.
-    X = TF.unfold(F, shape[2:], dilation=payload["dilation"], padding=payload["padding"],
-                  stride=payload["stride"])                                   # [N, d, P]
-
-    def pre(w):
-        z = torch.einsum("cd,ndp->ncp", w.reshape(C, d), X)
-        if beta is not None:
-            z = z + beta[None, :, None]
-        return z * a[None, :, None] if a is not None else z
-
-    r = None
-    if data.get("pre_activation") is not None:
-        with torch.no_grad():
-            r = torch.from_numpy(data["pre_activation"]).to(d64).reshape(F.shape[0], C, -1) - pre(W0)
-
-    def loss(wflat):
-        z = pre(wflat)
-        if r is not None:
-            z = z + r
-        h = act(z, slope).mean(dim=2)
-        o = h @ V.T
-        if b is not None:
-            o = o + b
-        return TF.cross_entropy(o, y)
-
+    # The loss of flatmon_client.estimators.head_loss in float64: the conv as a product with torch's own
+    # unfold patches, Z's additive term taken at the sent W.
+    loss, W0 = head_loss(payload, split, dtype=torch.float64)
+    C = W0.shape[0]
+    d = W0[0].numel()
     Hm = torch.autograd.functional.hessian(loss, W0.reshape(-1).clone(), vectorize=VECTORIZE)
     H4 = Hm.reshape(C, d, C, d)
     T = torch.einsum("ajbj->ab", H4)
