@@ -12,6 +12,7 @@ import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordEncoder;
 import io.flatmon.service.FlatmonService;
+import io.flatmon.service.ScratchDirectory;
 import io.flatmon.stream.TopologySettings;
 import java.io.PrintWriter;
 import java.lang.management.ManagementFactory;
@@ -84,7 +85,12 @@ public final class PipelineBenchmark {
   }
 
   public Window run() throws Exception {
-    Path dir = options.dataDir() != null ? options.dataDir() : Files.createTempDirectory("flatmon-bench-");
+    try (ScratchDirectory scratch = new ScratchDirectory(options.dataDir(), "flatmon-bench-")) {
+      return run(scratch.path());
+    }
+  }
+
+  private Window run(Path dir) throws Exception {
     FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-bench",
         Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(),
         options.streamThreads(), "127.0.0.1", 0,

@@ -6,6 +6,7 @@ import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TrainerSignal;
 import io.flatmon.service.FlatmonService;
+import io.flatmon.service.ScratchDirectory;
 import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -16,7 +17,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -151,8 +151,8 @@ final class DemoCommand implements Callable<Integer> {
       err.println(missing);
       return 3;
     }
-    boolean tempDir = dataDir == null;
-    Path dir = tempDir ? Files.createTempDirectory("flatmon-demo-") : dataDir.toAbsolutePath();
+    ScratchDirectory scratch = new ScratchDirectory(dataDir, "flatmon-demo-");
+    Path dir = scratch.path();
     Files.createDirectories(dir.resolve("logs"));
     int port = httpPort != null ? httpPort : (portFree(9404) ? 9404 : 0);
     FlatmonService.Config config = new FlatmonService.Config(null, dir.resolve("state"), brokerPort, Map.of(),
@@ -201,11 +201,10 @@ final class DemoCommand implements Callable<Integer> {
         stopProcess(t);
       }
       service.close();
-      if (tempDir) {
-        deleteTree(dir);
-      } else {
+      if (!scratch.temporary()) {
         out.println("data and trainer logs kept in " + dir);
       }
+      scratch.close();
       out.flush();
       finished.countDown();
       if (!interrupted.get()) {
@@ -495,20 +494,6 @@ final class DemoCommand implements Callable<Integer> {
     } catch (InterruptedException e) {
       t.process.destroyForcibly();
       Thread.currentThread().interrupt();
-    }
-  }
-
-  private static void deleteTree(Path dir) {
-    try (Stream<Path> walk = Files.walk(dir)) {
-      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
-        try {
-          Files.deleteIfExists(p);
-        } catch (IOException ignored) {
-          // best effort
-        }
-      });
-    } catch (IOException ignored) {
-      // best effort
     }
   }
 }
