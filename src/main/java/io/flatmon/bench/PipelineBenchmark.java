@@ -48,7 +48,7 @@ public final class PipelineBenchmark {
   /** What to run. */
   public record Options(int runs, double samplesPerSecond, Duration duration, Duration warmup, int batchSize,
       boolean sendZ, int channels, int classes, int batchesPerStep, int idleRuns, Path dataDir, int streamThreads,
-      int inFlight) {
+      int engineThreads, int inFlight) {
   }
 
   /** Figures of one measuring window or of the whole run. */
@@ -94,15 +94,16 @@ public final class PipelineBenchmark {
     FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-bench",
         Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(),
         options.streamThreads(), "127.0.0.1", 0,
-        TopologySettings.defaults());
+        TopologySettings.defaults()).withThreads(options.streamThreads(), options.engineThreads());
     try (FlatmonService service = new FlatmonService(config).start(Duration.ofSeconds(120));
         KafkaProducer<String, byte[]> producer = producer(service.bootstrapServers())) {
       out.printf("pipeline: %d runs, C=C_in=%d, 3x3 conv on 4x4, K=%d, batch %d, Z %s, target %s samples/s, "
-              + "%d stream threads%n",
+              + "%d stream threads, %d engine threads%n",
           options.runs(), options.channels(), options.classes(), options.batchSize(),
           options.sendZ() ? "sent" : "not sent",
           options.samplesPerSecond() > 0 ? String.format("%.0f", options.samplesPerSecond())
-              : "max (" + options.inFlight() + " batches in flight)", options.streamThreads());
+              : "max (" + options.inFlight() + " batches in flight)", options.streamThreads(),
+          options.engineThreads());
       out.flush();
       long heapBefore = heapAfterGc();
       if (options.idleRuns() > 0) {

@@ -1,6 +1,7 @@
 package io.flatmon.cli;
 
 import io.flatmon.bench.PipelineBenchmark;
+import io.flatmon.service.FlatmonService;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -68,8 +69,12 @@ final class BenchPipelineCommand implements Callable<Integer> {
   @Option(names = "--data-dir", description = "Where the broker and state live (default: a temp dir).")
   Path dataDir;
 
+  @Option(names = "--engine-threads", description = {
+      "Curvature engines (default: as flatmon serve, the number of cores)."})
+  Integer engineThreads;
+
   @Option(names = "--stream-threads", description = {
-      "Kafka Streams threads (default: as flatmon serve, the number of cores, at most 4)."})
+      "Kafka Streams threads (default: as flatmon serve, twice --engine-threads, at most 8)."})
   Integer streamThreads;
 
   @Option(names = "--in-flight", defaultValue = "64", description = {
@@ -80,9 +85,10 @@ final class BenchPipelineCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     PrintWriter out = spec.commandLine().getOut();
+    int engines = engineThreads != null ? engineThreads : FlatmonService.defaultEngineThreads();
     new PipelineBenchmark(new PipelineBenchmark.Options(runs, rate, duration, warmup, batch, !noZ, channels, classes,
         batchesPerStep, idleRuns, dataDir,
-        streamThreads != null ? streamThreads : Math.min(4, Runtime.getRuntime().availableProcessors()), inFlight),
+        streamThreads != null ? streamThreads : FlatmonService.defaultStreamThreads(engines), engines, inFlight),
         out).run();
     return 0;
   }

@@ -94,9 +94,15 @@ final class ServeCommand implements Callable<Integer> {
       description = "Tensors with more elements are rejected (default ${DEFAULT-VALUE}).")
   long maxTensorElements;
 
+  @Option(names = "--engine-threads", description = {
+      "Curvature engines shared by all stream threads: the compute parallelism (default: the number",
+      "of cores; each engine is single-threaded with OMP_NUM_THREADS=1, as bin/flatmon sets)."})
+  Integer engineThreads;
+
   @Option(names = "--stream-threads", description = {
-      "Kafka Streams threads of this instance, each with its own engine (default: the number of cores,",
-      "at most 4; pair with OMP_NUM_THREADS=1)."})
+      "Kafka Streams threads: they decode records, keep state and commit, and wait on the engines",
+      "(default: twice --engine-threads, at most 8; threads beyond the partitions this instance owns",
+      "stay idle)."})
   Integer streamThreads;
 
   @Option(names = "--http-host", defaultValue = "127.0.0.1",
@@ -119,10 +125,15 @@ final class ServeCommand implements Callable<Integer> {
     }
     TopologySettings topology = TopologySettings.defaults().withRetention(endedRetention, idleExpiry)
         .withLimits(maxTensorElements, historySteps);
+    int engines = engineThreads != null ? engineThreads : FlatmonService.defaultEngineThreads();
+    if (engines < 1 || (streamThreads != null && streamThreads < 1)) {
+      spec.commandLine().getErr().println("flatmon serve: --engine-threads and --stream-threads must be at least 1");
+      return 2;
+    }
     FlatmonService.Config config = new FlatmonService.Config(bootstrapServers, dataDir, brokerPort, clientConfig,
         applicationId, partitions, replicationFactor, retention.toMillis(),
-        streamThreads != null ? streamThreads : Math.min(4, Runtime.getRuntime().availableProcessors()), httpHost, httpPort,
-        topology, advertisedHost == null ? httpHost : advertisedHost);
+        streamThreads != null ? streamThreads : FlatmonService.defaultStreamThreads(engines), httpHost, httpPort,
+        topology, advertisedHost == null ? httpHost : advertisedHost, engines);
     FlatmonService service = new FlatmonService(config);
     CountDownLatch stopped = new CountDownLatch(1);
     Thread hook = new Thread(() -> {

@@ -43,11 +43,6 @@ public final class CurvatureEngine implements CurvatureComputer {
    */
   private static final long CHUNK_ELEMENTS = 1L << 20;
 
-  /**
-   * Device memory for prepared snapshots (W, Ω and its flattened blocks, about 4(Cd + 2C²) bytes each), so interleaved runs do not
-   * recompute Ω per batch: 25 ResNet-18-sized heads, or thousands of small ones.
-   */
-  private static final long PREPARED_BUDGET_BYTES = 256L << 20;
 
   private final GramRoute route;
   private final DataType dtype;
@@ -58,8 +53,8 @@ public final class CurvatureEngine implements CurvatureComputer {
       return size() > 64;
     }
   };
-  /** Identity-keyed: HeadSnapshot has no value equality, and a new snapshot is a new object. */
-  private final ByteBudgetCache<HeadSnapshot, PreparedHead> prepared = new ByteBudgetCache<>(PREPARED_BUDGET_BYTES);
+  /** Prepared snapshots (W, Ω), possibly shared with the other engines of an {@link EnginePool}. */
+  private final PreparedHeads prepared;
 
   public CurvatureEngine() {
     this(GramRoute.AUTO);
@@ -73,12 +68,25 @@ public final class CurvatureEngine implements CurvatureComputer {
    * @param dtype FLOAT (the fast path) or DOUBLE (half the GEMM rate, for checking conditioning)
    */
   public CurvatureEngine(GramRoute route, DataType dtype) {
+    this(route, dtype, new PreparedHeads());
+  }
+
+  /**
+   * @param prepared where prepared snapshots are kept: engines that share it form Ω once per
+   *     snapshot between them (an {@link EnginePool}'s workers measure any run's batches)
+   */
+  CurvatureEngine(GramRoute route, DataType dtype, PreparedHeads prepared) {
     if (dtype != DataType.FLOAT && dtype != DataType.DOUBLE) {
       throw new IllegalArgumentException("the engine computes in FLOAT or DOUBLE, not " + dtype);
     }
     this.route = route;
     this.dtype = dtype;
+    this.prepared = prepared;
     EngineInfo.current();
+  }
+
+  /** Ω' of one ρ (eq. 12): its diagonal and the flattened blocks of eq. (13)'s forms. */
+  record Normalized(double[] rms, double[] omegaDiagonal, SymmetricForms forms) {
   }
 
   /** Chooses the Γ route for a shape (docs/math.md §6). */
@@ -105,12 +113,10 @@ public final class CurvatureEngine implements CurvatureComputer {
     BatchCurvature out = BatchCurvature.allocate(b, inputChannelRms,
         batch.hasNonFiniteValues() || head.hasNonFiniteWeights());
     PreparedHead weights = prepare(head);
-    double[] omegaNormDiag = null;
-    INDArray omegaNorm = null;
+    Normalized normalized = null;
     INDArray inverseRho = null;
     if (inputChannelRms != null) {
-      omegaNorm = weights.normalizedOmega(inputChannelRms);
-      omegaNormDiag = diagonal(omegaNorm);
+      normalized = weights.normalized(inputChannelRms);
       inverseRho = inverseExpandedRms(head, inputChannelRms);
     }
 
@@ -217,7 +223,7 @@ public final class CurvatureEngine implements CurvatureComputer {
       if (inverseRho != null) {
         GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
             n0, n1, "tNorm");
-        kappaNormRows = weights.normalizedForms(inputChannelRms).forms(gammaNorm.left(blocks),
+        kappaNormRows = normalized.forms().forms(gammaNorm.left(blocks),
             patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, k, this::buffer, "kappa");
       }
 
@@ -233,7 +239,7 @@ public final class CurvatureEngine implements CurvatureComputer {
         out.relativeFlatness()[n] = sumRows(kappaRows[i], k) + curvatureTerm(so, q, n, weights.omegaDiagonal, c);
         if (kappaNormRows != null) {
           out.relativeFlatnessNormalized()[n] = sumRows(kappaNormRows[i], k)
-              + curvatureTerm(so, qNorm, n, omegaNormDiag, c);
+              + curvatureTerm(so, qNorm, n, normalized.omegaDiagonal(), c);
         }
         out.loss()[n] = so.loss;
         out.correct()[n] = so.correct;
@@ -458,21 +464,15 @@ public final class CurvatureEngine implements CurvatureComputer {
     return Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c').castTo(dtype);
   }
 
-  /** A float array (wire precision) on the device in the engine's precision. */
-  private INDArray array(float[] data, long... shape) {
+  /** A float array (wire precision) on the device in the given precision. */
+  private static INDArray array(float[] data, DataType dtype, long... shape) {
     INDArray a = Nd4j.create(data, shape, 'c');
     return dtype == DataType.FLOAT ? a : a.castTo(dtype);
   }
 
   /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
   private PreparedHead prepare(HeadSnapshot head) {
-    PreparedHead p = prepared.get(head);
-    if (p == null) {
-      p = new PreparedHead(head, this);
-      long c = head.channels();
-      prepared.put(head, p, 4L * (c * head.patchLength() + 3 * c * c));
-    }
-    return p;
+    return prepared.get(head, h -> new PreparedHead(h, dtype));
   }
 
   /**
@@ -511,8 +511,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     return out;
   }
 
-  /** A snapshot's weights on the device, with Ω = W_f W_fᵀ formed once (docs/math.md §6). */
-  private static final class PreparedHead {
+  /**
+   * A snapshot's weights on the device, with Ω = W_f W_fᵀ formed once (docs/math.md §6). Read by
+   * several engine threads at once when shared: the lazily formed parts are made under its lock.
+   */
+  static final class PreparedHead {
+    private static final int NORMALIZED_PER_HEAD = 2;
+
     final INDArray kernel;
     final INDArray bias;
     final INDArray scale;
@@ -521,66 +526,70 @@ public final class CurvatureEngine implements CurvatureComputer {
     final SymmetricForms forms;
     private final HeadSnapshot head;
     private final DataType dtype;
-    private double[] normalizedFor;
-    private INDArray normalizedOmega;
-    private SymmetricForms normalizedForms;
-    private INDArray normalizedFormsOf;
+    /** Ω' per ρ (eq. 12), most recent last: a measurement's train and eval splits fix their own ρ. */
+    private final java.util.ArrayDeque<Normalized> normalized = new java.util.ArrayDeque<>(NORMALIZED_PER_HEAD);
     private int scaledForP = -1;
     private INDArray scaleOverP;
     private INDArray squaredScaleOverP;
 
-    PreparedHead(HeadSnapshot head, CurvatureEngine engine) {
+    PreparedHead(HeadSnapshot head, DataType dtype) {
       this.head = head;
-      this.dtype = engine.dtype;
+      this.dtype = dtype;
       int c = head.channels();
-      this.kernel = engine.array(head.kernel(), c, head.patchLength());
-      this.bias = head.bias() == null ? null : engine.array(head.bias(), 1, c);
-      this.scale = head.scale() == null ? null : engine.array(head.scale(), 1, c);
+      this.kernel = array(head.kernel(), dtype, c, head.patchLength());
+      this.bias = head.bias() == null ? null : array(head.bias(), dtype, 1, c);
+      this.scale = head.scale() == null ? null : array(head.scale(), dtype, 1, c);
       this.omega = Nd4j.createUninitialized(dtype, c, c);
       Nd4j.gemm(kernel, kernel, omega, false, true, 1.0, 0.0);
       this.omegaDiagonal = diagonal(omega);
       this.forms = new SymmetricForms(omega);
     }
 
-    /** Eq. (13)'s forms with Ω' of eq. (12), cached with it. */
-    SymmetricForms normalizedForms(double[] rms) {
-      INDArray omegaPrime = normalizedOmega(rms);
-      if (normalizedForms == null || normalizedFormsOf != omegaPrime) {
-        normalizedForms = new SymmetricForms(omegaPrime);
-        normalizedFormsOf = omegaPrime;
-      }
-      return normalizedForms;
+    /** Device bytes held: W, Ω and Ω's flattened blocks, and up to two Ω' with theirs. */
+    long bytes() {
+      long c = head.channels();
+      return (dtype == DataType.FLOAT ? 4L : 8L) * (c * head.patchLength() + (3 + 2 * NORMALIZED_PER_HEAD) * c * c);
     }
 
-    /** Ω' = W_f diag(ρ_j²) W_fᵀ, the Ω of the normalised kernel W·ρ (eq. 12), cached per ρ. */
-    INDArray normalizedOmega(double[] rms) {
-      if (!Arrays.equals(rms, normalizedFor)) {
-        int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
-        double[] r = new double[head.patchLength()];
-        for (int j = 0; j < r.length; j++) {
-          r[j] = rms[j / taps];
+    /**
+     * Ω' = W_f diag(ρ_j²) W_fᵀ, the Ω of the normalised kernel W·ρ (eq. 12), with its diagonal and
+     * eq. (13)'s forms; formed once per ρ and kept for the last {@value #NORMALIZED_PER_HEAD} ρ.
+     */
+    synchronized Normalized normalized(double[] rms) {
+      for (Normalized n : normalized) {
+        if (Arrays.equals(rms, n.rms)) {
+          return n;
         }
-        INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c').castTo(dtype));
-        normalizedOmega = Nd4j.createUninitialized(dtype, head.channels(), head.channels());
-        Nd4j.gemm(scaled, scaled, normalizedOmega, false, true, 1.0, 0.0);
-        normalizedFor = rms.clone();
       }
-      return normalizedOmega;
+      int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
+      double[] r = new double[head.patchLength()];
+      for (int j = 0; j < r.length; j++) {
+        r[j] = rms[j / taps];
+      }
+      INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c').castTo(dtype));
+      INDArray omegaPrime = Nd4j.createUninitialized(dtype, head.channels(), head.channels());
+      Nd4j.gemm(scaled, scaled, omegaPrime, false, true, 1.0, 0.0);
+      Normalized n = new Normalized(rms.clone(), diagonal(omegaPrime), new SymmetricForms(omegaPrime));
+      if (normalized.size() == NORMALIZED_PER_HEAD) {
+        normalized.removeFirst();
+      }
+      normalized.addLast(n);
+      return n;
     }
 
     /** a/P shaped [1, C, 1]. */
-    INDArray scaleOver(int p) {
+    synchronized INDArray scaleOver(int p) {
       prepareScales(p);
       return scaleOverP;
     }
 
     /** a²/P shaped [1, C, 1]. */
-    INDArray squaredScaleOver(int p) {
+    synchronized INDArray squaredScaleOver(int p) {
       prepareScales(p);
       return squaredScaleOverP;
     }
 
-    private void prepareScales(int p) {
+    private synchronized void prepareScales(int p) {
       if (p == scaledForP) {
         return;
       }

@@ -34,7 +34,14 @@ import org.slf4j.LoggerFactory;
 public final class FlatmonService implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(FlatmonService.class);
 
-  /** What an instance needs to know. */
+  /**
+   * What an instance needs to know.
+   *
+   * @param streamThreads Kafka Streams threads: they decode, keep state and commit; more of them than
+   *     cores is fine, since they wait on the engine pool
+   * @param engineThreads curvature engines shared by all stream threads (the compute parallelism;
+   *     one per core with OMP_NUM_THREADS=1)
+   */
   public record Config(
       String bootstrapServers,
       Path dataDir,
@@ -48,19 +55,40 @@ public final class FlatmonService implements AutoCloseable {
       String httpHost,
       int httpPort,
       TopologySettings topology,
-      String advertisedHost) {
+      String advertisedHost,
+      int engineThreads) {
 
-    /** The same, advertising the bind address to other instances. */
+    /** The same, advertising the bind address to other instances, with one engine per core. */
     public Config(String bootstrapServers, Path dataDir, int brokerPort, Map<String, Object> clientConfig,
         String applicationId, int partitions, short replicationFactor, long telemetryRetentionMs, int streamThreads,
         String httpHost, int httpPort, TopologySettings topology) {
       this(bootstrapServers, dataDir, brokerPort, clientConfig, applicationId, partitions, replicationFactor,
-          telemetryRetentionMs, streamThreads, httpHost, httpPort, topology, httpHost);
+          telemetryRetentionMs, streamThreads, httpHost, httpPort, topology, httpHost, defaultEngineThreads());
     }
+
+    /** The same with other thread counts. */
+    public Config withThreads(int stream, int engine) {
+      return new Config(bootstrapServers, dataDir, brokerPort, clientConfig, applicationId, partitions,
+          replicationFactor, telemetryRetentionMs, stream, httpHost, httpPort, topology, advertisedHost, engine);
+    }
+  }
+
+  /** One engine per core (each single-threaded: OMP_NUM_THREADS=1, as bin/flatmon sets). */
+  public static int defaultEngineThreads() {
+    return Runtime.getRuntime().availableProcessors();
+  }
+
+  /**
+   * Twice the engine threads, at most 8: while one stream thread waits for its batch, another has
+   * the next one decoded, so the engines never wait for a stream thread.
+   */
+  public static int defaultStreamThreads(int engineThreads) {
+    return Math.max(1, Math.min(8, 2 * engineThreads));
   }
 
   private final Config config;
   private final io.flatmon.metrics.FlatmonMetrics metrics = new io.flatmon.metrics.FlatmonMetrics();
+  private io.flatmon.engine.EnginePool engines;
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private QueryApi api;
@@ -97,7 +125,8 @@ public final class FlatmonService implements AutoCloseable {
     // its partitions back at once instead of waiting for the group to time it out.
     props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
         org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
-    streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics), props);
+    engines = new io.flatmon.engine.EnginePool(config.engineThreads());
+    streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics, engines), props);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
     streams.setStateListener((now, before) -> {
@@ -124,9 +153,10 @@ public final class FlatmonService implements AutoCloseable {
     }
     // Bound once RUNNING, when the tasks and their store metrics exist (the binder rescans every 60 s).
     metrics.bind(streams);
-    LOG.info("flatmon is running in {} s: reading {} from {}; query API and metrics on http://{}:{}/",
+    LOG.info("flatmon is running in {} s: reading {} from {} with {} stream threads and {} engine threads; "
+            + "query API and metrics on http://{}:{}/",
         String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
-        config.httpHost(), api.port());
+        config.streamThreads(), config.engineThreads(), config.httpHost(), api.port());
     return this;
   }
 
@@ -194,6 +224,9 @@ public final class FlatmonService implements AutoCloseable {
       streams.close(org.apache.kafka.streams.CloseOptions.groupMembershipOperation(
           org.apache.kafka.streams.CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
           .withTimeout(Duration.ofSeconds(5)));
+    }
+    if (engines != null) {
+      engines.close();
     }
     if (broker != null) {
       broker.close();

@@ -1,6 +1,8 @@
 package io.flatmon.stream;
 
 import io.flatmon.broker.Topics;
+import io.flatmon.engine.CurvatureComputer;
+import io.flatmon.engine.EnginePool;
 import java.util.Map;
 import org.apache.kafka.common.config.TopicConfig;
 import org.apache.kafka.common.serialization.Serdes;
@@ -36,15 +38,20 @@ public final class FlatmonTopology {
   private FlatmonTopology() {
   }
 
+  /** The topology with engines on the calling (stream) threads, as for a {@code TopologyTestDriver}. */
   public static Topology build(TopologySettings settings) {
-    return build(settings, TopologyListener.NONE);
+    return build(settings, TopologyListener.NONE, new EnginePool(0));
   }
 
-  /** The topology, reporting results, rejections and released runs to the listener (metrics). */
-  public static Topology build(TopologySettings settings, TopologyListener listener) {
+  /**
+   * The topology, reporting results, rejections and released runs to the listener (metrics), and
+   * measuring batches on {@code engine}, which every task shares (so it must be thread-safe: an
+   * {@link EnginePool}, closed by the caller after the Streams application).
+   */
+  public static Topology build(TopologySettings settings, TopologyListener listener, CurvatureComputer engine) {
     Topology t = new Topology();
     t.addSource(SOURCE, Serdes.String().deserializer(), Serdes.ByteArray().deserializer(), Topics.TELEMETRY);
-    t.addProcessor(PROCESSOR, () -> new TelemetryProcessor(settings, listener), SOURCE);
+    t.addProcessor(PROCESSOR, () -> new TelemetryProcessor(settings, listener, engine), SOURCE);
     t.addStateStore(store(SNAPSHOT_STORE), PROCESSOR);
     t.addStateStore(store(MEASUREMENT_STORE), PROCESSOR);
     t.addStateStore(store(RUN_STORE), PROCESSOR);

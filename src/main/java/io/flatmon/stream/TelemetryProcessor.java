@@ -3,7 +3,7 @@ package io.flatmon.stream;
 import com.google.protobuf.InvalidProtocolBufferException;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.BatchCurvature;
-import io.flatmon.engine.CurvatureEngine;
+import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.engine.StepAggregate;
 import io.flatmon.proto.v1.FlatnessResult;
@@ -45,12 +45,13 @@ import org.slf4j.LoggerFactory;
  */
 final class TelemetryProcessor implements Processor<String, byte[], String, byte[]> {
   private static final Logger LOG = LoggerFactory.getLogger(TelemetryProcessor.class);
-  private static final ThreadLocal<CurvatureEngine> ENGINE = ThreadLocal.withInitial(CurvatureEngine::new);
   /** Heap for decoded snapshots per task: ~12 ResNet-18-sized heads (10 MB each), thousands of small ones. */
   private static final long CACHED_HEAD_BYTES = 128L << 20;
 
   private final TopologySettings settings;
   private final TopologyListener listener;
+  /** Thread-safe (an {@link io.flatmon.engine.EnginePool}): every task of the instance shares it. */
+  private final CurvatureComputer engine;
   private final RecordDecoder decoder;
   /** Runs this processor (task) has handled, released to the listener when the task closes. */
   private final java.util.Set<String> seenRuns = new java.util.HashSet<>();
@@ -67,9 +68,10 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   private record CachedHead(long step, HeadSnapshot head) {
   }
 
-  TelemetryProcessor(TopologySettings settings, TopologyListener listener) {
+  TelemetryProcessor(TopologySettings settings, TopologyListener listener, CurvatureComputer engine) {
     this.settings = settings;
     this.listener = listener;
+    this.engine = engine;
     this.decoder = new RecordDecoder(settings.maxTensorElements());
   }
 
@@ -190,7 +192,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     }
     StepAggregate aggregate = StepAggregate.fromState(m.getAggregate());
     long t0 = System.nanoTime();
-    BatchCurvature curvature = ENGINE.get().compute(cached.head, batch, aggregate.normalizerFor(cached.head, batch));
+    BatchCurvature curvature = engine.compute(cached.head, batch, aggregate.normalizerFor(cached.head, batch));
     double seconds = (System.nanoTime() - t0) / 1e9;
     aggregate.add(curvature);
     m.setAggregate(aggregate.toState()).setLastPublishTimeMicros(a.getPublishTimeMicros());
