@@ -16,7 +16,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  *       Zᵀ = [X_1; …; X_B] W_fᵀ (skipped when the trainer sends Z), and Ω = W_f W_fᵀ once per snapshot.
  *   <li>Per-sample C×C work is batched matrix multiplication over chunks of samples: Γ_n by the
  *       patch-Gram route M̃ K_p M̃ᵀ when P(C+d) &lt; Cd, else G Gᵀ (eq. 3), and
- *       κ_n = Σ_k (R Q)_k·R_k with Q = Ω∘Γ_n and R = [diag(√s)Ṽ; ũ] (eq. 13).
+ *       κ_n = Σ_k r̂_kᵀ Q r̂_k with Q = Ω∘Γ_n and the K − 1 rows r̂_k of A = R̂ᵀR̂ (eqs. 13, 16).
  *   <li>The softmax side (s, ũ, δ, diag A, loss, classifier terms) is O(KC) per sample and is done
  *       in double by {@link SoftmaxOutput}, anchored at the top class (eq. 9).
  * </ul>
@@ -204,12 +204,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     for (int n0 = 0; n0 < b; n0 += chunk) {
       int n1 = Math.min(b, n0 + chunk);
       int m = n1 - n0;
-      // R has K rows: the K − 1 rows √s_k ṽ_k with k ≠ m (ṽ_m = 0), then ũ (eq. 13).
-      double[] stacked = new double[m * k * c];
+      // R̂ has K − 1 rows r̂_k, k ≠ m, with A = R̂ᵀR̂ (eq. 16), so eq. (13) is a sum of forms ≥ 0.
+      int rows = k - 1;
+      double[] stacked = new double[m * rows * c];
       for (int n = n0; n < n1; n++) {
         softmax[n] = SoftmaxOutput.of(logits(pooled[n], v, vb, c), v, c,
             batch.hasLabels() ? batch.labels()[n] : -1);
-        stackAnchoredRows(softmax[n], v, stacked, (n - n0) * k * c);
+        stackFactorRows(softmax[n], v, stacked, (n - n0) * rows * c);
       }
       INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray mtChunkBlocks = mtBlocks.get(NDArrayIndex.interval((long) n0 * blocks, (long) n1 * blocks),
@@ -218,13 +219,13 @@ public final class CurvatureEngine implements CurvatureComputer {
       GammaFactor gamma = gammaFactor(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, "t");
       double[][] gammaDiag = gamma.diagonal();
       double[][] kappaRows = weights.forms.forms(gamma.left(blocks),
-          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, k, this::buffer, "kappa");
+          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, rows, this::buffer, "kappa");
       double[][] kappaNormRows = null;
       if (inverseRho != null) {
         GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
             n0, n1, "tNorm");
         kappaNormRows = normalized.forms().forms(gammaNorm.left(blocks),
-            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, k, this::buffer, "kappa");
+            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, rows, this::buffer, "kappa");
       }
 
       for (int n = n0; n < n1; n++) {
@@ -236,9 +237,9 @@ public final class CurvatureEngine implements CurvatureComputer {
           trace += diagA[ch] * gammaDiag[i][ch];
         }
         out.hessianTrace()[n] = trace + curvatureTerm(so, q, n, null, c);
-        out.relativeFlatness()[n] = sumRows(kappaRows[i], k) + curvatureTerm(so, q, n, weights.omegaDiagonal, c);
+        out.relativeFlatness()[n] = sum(kappaRows[i]) + curvatureTerm(so, q, n, weights.omegaDiagonal, c);
         if (kappaNormRows != null) {
-          out.relativeFlatnessNormalized()[n] = sumRows(kappaNormRows[i], k)
+          out.relativeFlatnessNormalized()[n] = sum(kappaNormRows[i])
               + curvatureTerm(so, qNorm, n, normalized.omegaDiagonal(), c);
         }
         out.loss()[n] = so.loss;
@@ -305,13 +306,13 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
 
-  /** Σ_{i<K−1} forms_i − forms_{K−1}: Σ_k s_k ṽ_kᵀQṽ_k − ũᵀQũ = Σ_cc' Ω A Γ (eq. 13). */
-  private static double sumRows(double[] forms, int k) {
+  /** Σ_k r̂_kᵀ Q r̂_k = Σ_cc' Ω A Γ (eqs. 13, 16): every form is ≥ 0 (Q and A are PSD). */
+  private static double sum(double[] forms) {
     double s = 0.0;
-    for (int i = 0; i < k - 1; i++) {
-      s += forms[i];
+    for (double f : forms) {
+      s += f;
     }
-    return s - forms[k - 1];
+    return s;
   }
 
   /** Samples [n0, n1) of a [B, …, …] array, or null for null. */
@@ -376,12 +377,15 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /**
-   * The K rows of R at offset: √s_k (v_k − v_m) for the K − 1 classes k ≠ m, in class order, then ũ
-   * (eq. 13).
+   * The K − 1 rows of R̂ at offset, for the classes k ≠ m in class order (eq. 16):
+   * r̂_k = √s_k (ṽ_k − α ũ) with ṽ_k = v_k − v_m and α = 1 / (1 + √s_m), so that
+   * Σ_k r̂_k r̂_kᵀ = Σ_k s_k ṽ_k ṽ_kᵀ − ũ ũᵀ = A exactly, as a sum of positive terms.
    */
-  private static void stackAnchoredRows(SoftmaxOutput so, float[] v, double[] out, int offset) {
+  private static void stackFactorRows(SoftmaxOutput so, float[] v, double[] out, int offset) {
     int c = so.channels;
     int anchor = so.top * c;
+    double alpha = 1.0 / (1.0 + Math.sqrt(so.probabilities[so.top]));
+    double[] u = so.anchoredMean;
     int row = offset;
     for (int kk = 0; kk < so.classes; kk++) {
       if (kk == so.top) {
@@ -390,13 +394,9 @@ public final class CurvatureEngine implements CurvatureComputer {
       double w = Math.sqrt(so.probabilities[kk]);
       int src = kk * c;
       for (int ch = 0; ch < c; ch++) {
-        out[row + ch] = w * ((double) v[src + ch] - v[anchor + ch]);
+        out[row + ch] = w * (((double) v[src + ch] - v[anchor + ch]) - alpha * u[ch]);
       }
       row += c;
-    }
-    int last = offset + (so.classes - 1) * c;
-    for (int ch = 0; ch < c; ch++) {
-      out[last + ch] = so.anchoredMean[ch];
     }
   }
 

@@ -66,7 +66,7 @@ final class SymmetricForms {
   /**
    * @param left L of m samples as [m·b, h, w] (sample-major, block-minor), contiguous
    * @param right R in the same layout (may be a view)
-   * @param rows R = [√s_k ṽ_k (k ≠ m); ũ] of eq. (13) on the host, row-major [m, k, C]
+   * @param rows R̂ of eqs. (13) and (16) on the host, row-major [m, k, C] (k rows per sample)
    * @return the k row forms of each of the m samples, summed in double
    */
   double[][] forms(INDArray left, INDArray right, double[] rows, int m, int k, Scratch scratch, String tag) {
