@@ -26,13 +26,16 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def producer_config(bootstrap_servers, **overrides):
-    """librdkafka producer settings for flatmon telemetry: records up to 64 MiB, zstd, idempotent, and
-    the murmur2 partitioner Java clients use (a run's records land where a JVM trainer's would)."""
+    """librdkafka producer settings for flatmon telemetry: records up to 64 MiB, zstd at level 1 (as
+    flatmon's Java clients: the ratio of zstd's default level 3 on float tensors at twice the speed),
+    idempotent, and the murmur2 partitioner Java clients use (a run's records land where a JVM
+    trainer's would)."""
     cfg = {
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "zstd",
+        "compression.level": 1,
         "message.max.bytes": MAX_MESSAGE_BYTES,
         "queue.buffering.max.kbytes": 1048576,
         "linger.ms": 5,

@@ -24,8 +24,12 @@ import org.apache.kafka.clients.producer.ProducerConfig;
  * through {@code StreamsConfig.topicPrefix("max.message.bytes")}.
  *
  * <p><b>Compression</b> is {@code zstd} on the topic: the best ratio of Kafka's codecs on float data
- * and protobuf framing, at a CPU cost well below the curvature computation. Producers should compress
- * with zstd too, otherwise the broker recompresses every batch.
+ * and protobuf framing. Producers should compress with zstd too, otherwise the broker recompresses
+ * every batch. flatmon's producers use level {@value #ZSTD_LEVEL} instead of zstd's default 3: on a
+ * 2 MB activation batch (ResNet-18/CIFAR head, 32 samples with Z) level 3 compressed at 341 MB/s and
+ * level 1 at 407 MB/s for the same ratio (1.075 on dense floats); with half the input zero, as after
+ * a ReLU, 173 against 360 MB/s for ratios 1.352 and 1.333. Decompression (the broker validating each
+ * batch, every consumer reading it) runs at 0.8–1 GB/s for both.
  */
 public final class Topics {
 
@@ -35,6 +39,8 @@ public final class Topics {
   public static final int CLIENT_MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES + (1 << 20);
   /** Topic compression codec. */
   public static final String COMPRESSION = "zstd";
+  /** zstd level of flatmon's producers (Kafka's {@code compression.zstd.level}; zstd's default is 3). */
+  public static final int ZSTD_LEVEL = 1;
 
   public static final String PREFIX = "flatmon.v1.";
   /** Training-side input: layer snapshots, activation batches, step/run markers; key = run id. */
@@ -54,13 +60,14 @@ public final class Topics {
   /**
    * Producer settings for records up to 64 MiB: {@code max.request.size} = {@value
    * #CLIENT_MAX_REQUEST_BYTES}, {@code buffer.memory} = twice that (a record larger than the buffer is
-   * rejected outright; the default is 32 MiB), zstd compression.
+   * rejected outright; the default is 32 MiB), zstd compression at level {@value #ZSTD_LEVEL}.
    */
   public static Map<String, Object> largeMessageProducerConfig() {
     return Map.of(
         ProducerConfig.MAX_REQUEST_SIZE_CONFIG, CLIENT_MAX_REQUEST_BYTES,
         ProducerConfig.BUFFER_MEMORY_CONFIG, 2L * CLIENT_MAX_REQUEST_BYTES,
-        ProducerConfig.COMPRESSION_TYPE_CONFIG, COMPRESSION);
+        ProducerConfig.COMPRESSION_TYPE_CONFIG, COMPRESSION,
+        ProducerConfig.COMPRESSION_ZSTD_LEVEL_CONFIG, ZSTD_LEVEL);
   }
 
   /** Consumer settings for records up to 64 MiB (per-partition and per-fetch limits). */
