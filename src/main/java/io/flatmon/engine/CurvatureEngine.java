@@ -1,7 +1,6 @@
 package io.flatmon.engine;
 
 import java.util.Arrays;
-import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.convolution.Convolution;
@@ -46,13 +45,8 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   private final GramRoute route;
   private final DataType dtype;
-  /** Working arrays by name and shape; a few batch shapes' worth are kept. */
-  private final Map<String, INDArray> buffers = new java.util.LinkedHashMap<>(16, 0.75f, true) {
-    @Override
-    protected boolean removeEldestEntry(Map.Entry<String, INDArray> eldest) {
-      return size() > 64;
-    }
-  };
+  /** Working arrays on the device and the host, kept between calls. */
+  private final Workspace work;
   /** Prepared snapshots (W, Ω), possibly shared with the other engines of an {@link EnginePool}. */
   private final PreparedHeads prepared;
 
@@ -82,6 +76,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     this.route = route;
     this.dtype = dtype;
     this.prepared = prepared;
+    this.work = new Workspace(dtype);
     EngineInfo.current();
   }
 
@@ -155,13 +150,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     }
     ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z,
         buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p));
-    double[][] pooled = rows(host(sigma.value().mean(2)), b, c);
+    double[][] pooled = rows(work.read("pooled", sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
     // (A scalar multiply when there is no scale: ND4J's [B, C, P] ∘ [1, C, 1] broadcast is several times
     // slower than a flat pass.)
     INDArray mt = head.scale() == null ? sigma.first().muli(1.0 / p) : sigma.first().muli(weights.scaleOver(p));
     // M̃ on the host once for the whole batch, for diag Γ: host copies of per-chunk views would allocate.
-    double[] mtHost = host(mt);
+    double[] mtHost = work.read("mt", mt);
 
     INDArray gram = null;
     INDArray gramNorm = null;
@@ -175,7 +170,8 @@ public final class CurvatureEngine implements CurvatureComputer {
       if (inverseRho != null) {
         gramNorm = buffer("gramNorm", b, p, p);
         INDArray scaledInput = spatialGram
-            ? upload("inputNorm", scaledByChannel(batch.input(), inputChannelRms, b, cin), b, cin,
+            ? upload("inputNorm", scaledByChannel(batch.input(), inputChannelRms, b, cin,
+                work.floats("inputNorm", batch.input().length)), b, cin,
                 batch.height(), batch.width())
             : null;
         patchNormsNormalized = patchGram(spatialGram, geo, batch, scaledInput, scaledPatches, gramNorm,
@@ -206,7 +202,7 @@ public final class CurvatureEngine implements CurvatureComputer {
       int m = n1 - n0;
       // R̂ has K − 1 rows r̂_k, k ≠ m, with A = R̂ᵀR̂ (eq. 16), so eq. (13) is a sum of forms ≥ 0.
       int rows = k - 1;
-      double[] stacked = new double[m * rows * c];
+      double[] stacked = work.doubles("rows", m * rows * c);
       for (int n = n0; n < n1; n++) {
         softmax[n] = SoftmaxOutput.of(logits(pooled[n], v, vb, c), v, c,
             batch.hasLabels() ? batch.labels()[n] : -1);
@@ -219,13 +215,13 @@ public final class CurvatureEngine implements CurvatureComputer {
       GammaFactor gamma = gammaFactor(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, "t");
       double[][] gammaDiag = gamma.diagonal();
       double[][] kappaRows = weights.forms.forms(gamma.left(blocks),
-          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, rows, this::buffer, "kappa");
+          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, rows, work, "kappa");
       double[][] kappaNormRows = null;
       if (inverseRho != null) {
         GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
             n0, n1, "tNorm");
         kappaNormRows = normalized.forms().forms(gammaNorm.left(blocks),
-            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, rows, this::buffer, "kappa");
+            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, rows, work, "kappa");
       }
 
       for (int n = n0; n < n1; n++) {
@@ -277,11 +273,11 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray t = buffer(scratch, m, c, p);
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
-      return new GammaFactor(t, rowDots(host(t), mtHost, n0 * c * p, m, c, p));
+      return new GammaFactor(t, rowDots(work.read(scratch, t), mtHost, n0 * c * p, m, c, p));
     }
     INDArray g = buffer(scratch, m, c, patchChunk.size(1));
     Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
-    double[] gh = host(g);
+    double[] gh = work.read(scratch, g);
     return new GammaFactor(g, rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1)));
   }
 
@@ -337,7 +333,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     INDArray flat = input.reshape('c', b, input.size(1), hw);
     INDArray s = buffer(scratch, b, hw, hw);
     Nd4j.matmul(flat, flat, s, true, false, false);
-    double[] kp = new SpatialGram(geo, batch.height(), batch.width()).patchGrams(host(s), b);
+    double[] kp = new SpatialGram(geo, batch.height(), batch.width()).patchGrams(work.read(scratch, s), b);
     gram.assign(upload(scratch + "Gram", kp, b, p, p));
     double[][] norms = new double[b][p];
     for (int n = 0; n < b; n++) {
@@ -348,9 +344,8 @@ public final class CurvatureEngine implements CurvatureComputer {
     return norms;
   }
 
-  /** F_i / ρ_i: the input with every channel divided by its RMS (eq. 12), [B, C_in, H, W] row-major. */
-  private static float[] scaledByChannel(float[] input, double[] rms, int b, int cin) {
-    float[] out = new float[input.length];
+  /** F_i / ρ_i into out: the input with every channel divided by its RMS (eq. 12), [B, C_in, H, W] row-major. */
+  private static float[] scaledByChannel(float[] input, double[] rms, int b, int cin, float[] out) {
     int plane = input.length / (b * cin);
     for (int n = 0; n < b; n++) {
       for (int i = 0; i < cin; i++) {
@@ -417,8 +412,8 @@ public final class CurvatureEngine implements CurvatureComputer {
    * q [B, C] = Σ_p (σ''·a²/P)[B, C, P] ‖x_p‖²[B, P] (eq. 4), summed in double: σ'' changes sign for
    * smooth activations, so this sum cancels and float32 accumulation would cost digits. O(BCP).
    */
-  private static double[][] curvatureWeights(INDArray weightedSecond, double[][] norms, int b, int c, int p) {
-    double[] s = host(weightedSecond);
+  private double[][] curvatureWeights(INDArray weightedSecond, double[][] norms, int b, int c, int p) {
+    double[] s = work.read("sigmaSecond", weightedSecond);
     double[][] q = new double[b][c];
     for (int n = 0; n < b; n++) {
       for (int ch = 0; ch < c; ch++) {
@@ -434,8 +429,8 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /** The diagonals of a [B, P, P] array as double[B][P], through a strided view. */
-  private static double[][] diagonalRows(INDArray batched, int b, int p) {
-    double[] all = host(batched);
+  private double[][] diagonalRows(INDArray batched, int b, int p) {
+    double[] all = work.read("gramDiagonal", batched);
     double[][] out = new double[b][p];
     for (int n = 0; n < b; n++) {
       for (int i = 0; i < p; i++) {
@@ -475,31 +470,18 @@ public final class CurvatureEngine implements CurvatureComputer {
     return prepared.get(head, h -> new PreparedHead(h, dtype));
   }
 
-  /**
-   * A working array of exactly this shape, reused across calls (contents undefined). Keyed by name
-   * and shape, so a batch's last, smaller chunk does not evict the full-size one: first-touch of fresh
-   * native memory costs milliseconds per MB.
-   */
+  /** A working array of exactly this shape, reused across calls (contents undefined). */
   private INDArray buffer(String name, long... shape) {
-    return buffers.computeIfAbsent(name + Arrays.toString(shape), key -> Nd4j.createUninitialized(dtype, shape));
+    return work.device(name, shape);
   }
 
   /** Host data into a reused device array (Nd4j.create of a float[] allocates fresh memory every call). */
   private INDArray upload(String name, float[] data, long... shape) {
-    INDArray a = buffer(name, shape);
-    HostArrays.write(a, data);
-    return a;
+    return work.upload(name, data, shape);
   }
 
   private INDArray upload(String name, double[] data, long... shape) {
-    INDArray a = buffer(name, shape);
-    HostArrays.write(a, data);
-    return a;
-  }
-
-  /** The array's elements in row-major order on the host, in one bulk copy. */
-  static double[] host(INDArray a) {
-    return HostArrays.toDoubles(a);
+    return work.upload(name, data, shape);
   }
 
   /** A flat row-major [rows, cols] array as rows. */

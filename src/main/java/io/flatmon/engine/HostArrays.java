@@ -19,20 +19,27 @@ final class HostArrays {
 
   /** The elements of a in row-major order, as doubles. */
   static double[] toDoubles(INDArray a) {
+    int n = (int) a.length();
+    return toDoubles(a, new double[n], new float[n]);
+  }
+
+  /**
+   * The elements of a in row-major order, as doubles, in out (length a.length()); a FLOAT array goes
+   * through staging (at least that long). Returns out.
+   */
+  static double[] toDoubles(INDArray a, double[] out, float[] staging) {
     INDArray c = a.isView() || a.ordering() != 'c' || a.length() != a.data().length() ? a.dup('c') : a;
     int n = (int) c.length();
     Nd4j.getAffinityManager().ensureLocation(c, AffinityManager.Location.HOST);
-    double[] out = new double[n];
     if (c.dataType() == DataType.FLOAT) {
-      float[] f = new float[n];
-      nio(c).asFloatBuffer().get(f);
+      nio(c).asFloatBuffer().get(staging, 0, n);
       for (int i = 0; i < n; i++) {
-        out[i] = f[i];
+        out[i] = staging[i];
       }
     } else if (c.dataType() == DataType.DOUBLE) {
-      nio(c).asDoubleBuffer().get(out);
+      nio(c).asDoubleBuffer().get(out, 0, n);
     } else {
-      return c.data().asDouble();
+      System.arraycopy(c.data().asDouble(), 0, out, 0, n);
     }
     return out;
   }
@@ -53,16 +60,20 @@ final class HostArrays {
 
   /** Overwrites the contiguous row-major array a (FLOAT or DOUBLE) with data, rounded to a's type. */
   static void write(INDArray a, double[] data) {
+    write(a, data, new float[data.length]);
+  }
+
+  /** The same, rounding to float through staging (at least data.length long) for a FLOAT array. */
+  static void write(INDArray a, double[] data, float[] staging) {
     if (a.dataType() == DataType.DOUBLE) {
       nio(a).asDoubleBuffer().put(data);
-      Nd4j.getAffinityManager().tagLocation(a, AffinityManager.Location.HOST);
     } else {
-      float[] f = new float[data.length];
-      for (int i = 0; i < f.length; i++) {
-        f[i] = (float) data[i];
+      for (int i = 0; i < data.length; i++) {
+        staging[i] = (float) data[i];
       }
-      write(a, f);
+      nio(a).asFloatBuffer().put(staging, 0, data.length);
     }
+    Nd4j.getAffinityManager().tagLocation(a, AffinityManager.Location.HOST);
   }
 
   private static ByteBuffer nio(INDArray a) {

@@ -17,11 +17,6 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * Exactly the same sums as the full matrix, grouped differently. Ω's blocks are flattened once per Ω.
  */
 final class SymmetricForms {
-  /** A working array by name and shape (the engine's reused buffers). */
-  interface Scratch {
-    INDArray get(String name, long... shape);
-  }
-
   private final int blocks;
   private final int size;
   /** Ω_00, Ω_11, … flattened one after the other: [1, b·h·h]. */
@@ -69,11 +64,11 @@ final class SymmetricForms {
    * @param rows R̂ of eqs. (13) and (16) on the host, row-major [m, k, C] (k rows per sample)
    * @return the k row forms of each of the m samples, summed in double
    */
-  double[][] forms(INDArray left, INDArray right, double[] rows, int m, int k, Scratch scratch, String tag) {
+  double[][] forms(INDArray left, INDArray right, double[] rows, int m, int k, Workspace work, String tag) {
     int b = blocks;
     int h = size;
     int c = b * h;
-    double[] blocked = new double[rows.length];
+    double[] blocked = work.doubles(tag + "Blocked", m * k * c);
     for (int n = 0; n < m; n++) {
       for (int i = 0; i < b; i++) {
         for (int kk = 0; kk < k; kk++) {
@@ -81,26 +76,26 @@ final class SymmetricForms {
         }
       }
     }
-    INDArray r = scratch.get(tag + "R", (long) m * b, k, h);
-    HostArrays.write(r, blocked);
+    INDArray r = work.device(tag + "R", (long) m * b, k, h);
+    work.write(r, blocked);
     double[][] out = new double[m][k];
 
-    INDArray diagonal = scratch.get(tag + "Diag", (long) m * b, h, h);
+    INDArray diagonal = work.device(tag + "Diag", (long) m * b, h, h);
     Nd4j.matmul(left, right, diagonal, false, true, false);
     diagonal.reshape('c', m, (long) b * h * h).muliRowVector(omegaDiagonal);
-    INDArray y = scratch.get(tag + "Y", (long) m * b, h, k);
+    INDArray y = work.device(tag + "Y", (long) m * b, h, k);
     Nd4j.matmul(diagonal, r, y, false, true, false);
-    accumulate(out, HostArrays.toDoubles(y), blocked, m, k, 1.0, -1);
+    accumulate(out, work.read(tag + "Y", y), blocked, m, k, 1.0, -1);
 
     int pair = 0;
     for (int i = 0; i < b; i++) {
       for (int j = i + 1; j < b; j++) {
-        INDArray off = scratch.get(tag + "Off", m, h, h);
+        INDArray off = work.device(tag + "Off", m, h, h);
         Nd4j.matmul(everyBlock(left, i), everyBlock(right, j), off, false, true, false);
         off.reshape('c', m, (long) h * h).muliRowVector(omegaOffDiagonal[pair++]);
-        INDArray yOff = scratch.get(tag + "YOff", m, h, k);
+        INDArray yOff = work.device(tag + "YOff", m, h, k);
         Nd4j.matmul(off, everyBlock(r, j), yOff, false, true, false);
-        accumulate(out, HostArrays.toDoubles(yOff), blocked, m, k, 2.0, i);
+        accumulate(out, work.read(tag + "YOff", yOff), blocked, m, k, 2.0, i);
       }
     }
     return out;

@@ -1,0 +1,79 @@
+package io.flatmon.engine;
+
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * An engine's reusable working memory: device arrays by name and shape, host arrays by name and
+ * length, each kept between calls (contents undefined on reuse). Keys include the size, so a batch's
+ * last, smaller chunk does not evict the full-size arrays. Why: first-touch of fresh native memory
+ * costs milliseconds per MB, and fresh host arrays — 20 MB per ResNet-18/CIFAR batch of 32 before
+ * they were reused — made the JVM collect its young generation several times a second. Not
+ * thread-safe, like the engine that owns it.
+ */
+final class Workspace {
+  /** A few batch shapes' worth of each kind. */
+  private static final int KEPT = 64;
+
+  private final DataType dtype;
+  private final Map<String, INDArray> device = lru();
+  private final Map<String, double[]> doubles = lru();
+  private final Map<String, float[]> floats = lru();
+
+  Workspace(DataType dtype) {
+    this.dtype = dtype;
+  }
+
+  private static <V> Map<String, V> lru() {
+    return new LinkedHashMap<>(16, 0.75f, true) {
+      @Override
+      protected boolean removeEldestEntry(Map.Entry<String, V> eldest) {
+        return size() > KEPT;
+      }
+    };
+  }
+
+  /** A device array of exactly this shape in the engine's precision. */
+  INDArray device(String name, long... shape) {
+    return device.computeIfAbsent(name + Arrays.toString(shape), key -> Nd4j.createUninitialized(dtype, shape));
+  }
+
+  /** A host double array of exactly length n. */
+  double[] doubles(String name, int n) {
+    return doubles.computeIfAbsent(name + "#" + n, key -> new double[n]);
+  }
+
+  /** A host float array of exactly length n. */
+  float[] floats(String name, int n) {
+    return floats.computeIfAbsent(name + "#" + n, key -> new float[n]);
+  }
+
+  /** a's elements in row-major order, in the host array {@code name} (valid until its next use). */
+  double[] read(String name, INDArray a) {
+    int n = (int) a.length();
+    return HostArrays.toDoubles(a, doubles(name, n), floats("staging", n));
+  }
+
+  /** Overwrites the contiguous row-major device array a with data, rounded to a's type. */
+  void write(INDArray a, double[] data) {
+    HostArrays.write(a, data, floats("staging", data.length));
+  }
+
+  /** Host data into the device array {@code name} of this shape. */
+  INDArray upload(String name, float[] data, long... shape) {
+    INDArray a = device(name, shape);
+    HostArrays.write(a, data);
+    return a;
+  }
+
+  /** Host data into the device array {@code name} of this shape, rounded to the engine's precision. */
+  INDArray upload(String name, double[] data, long... shape) {
+    INDArray a = device(name, shape);
+    write(a, data);
+    return a;
+  }
+}
