@@ -124,6 +124,9 @@ public final class TopicSetup {
     Map<String, String> configs = new HashMap<>();
     configs.put(TopicConfig.MAX_MESSAGE_BYTES_CONFIG, Integer.toString(Topics.MAX_MESSAGE_BYTES));
     configs.put(TopicConfig.COMPRESSION_TYPE_CONFIG, Topics.COMPRESSION);
+    // The level the broker compresses at when it must (a producer using another codec); it keeps
+    // zstd batches as they come whatever their level.
+    configs.put(TopicConfig.COMPRESSION_ZSTD_LEVEL_CONFIG, Integer.toString(Topics.ZSTD_LEVEL));
     configs.put(TopicConfig.RETENTION_MS_CONFIG, Long.toString(retentionMs));
     configs.put(TopicConfig.CLEANUP_POLICY_CONFIG, TopicConfig.CLEANUP_POLICY_DELETE);
     if (replicationFactor >= 3) {

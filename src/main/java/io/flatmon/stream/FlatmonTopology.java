@@ -30,10 +30,15 @@ public final class FlatmonTopology {
   static final String DEAD_LETTER_SINK = "dead-letter-sink";
   static final String SIGNALS_SINK = "signals-sink";
 
-  /** Changelog topics carry snapshots as big as the largest accepted record. */
+  /**
+   * Changelog topics carry snapshots as big as the largest accepted record. They are compacted, and
+   * the log cleaner recompresses what it copies at the topic's zstd level: the producers' level 1,
+   * not zstd's default 3 (which made compaction of 9 MB snapshot changelogs 2 % of the CPU).
+   */
   static final Map<String, String> CHANGELOG_CONFIG = Map.of(
       TopicConfig.MAX_MESSAGE_BYTES_CONFIG, Integer.toString(Topics.MAX_MESSAGE_BYTES),
-      TopicConfig.COMPRESSION_TYPE_CONFIG, "zstd");
+      TopicConfig.COMPRESSION_TYPE_CONFIG, Topics.COMPRESSION,
+      TopicConfig.COMPRESSION_ZSTD_LEVEL_CONFIG, Integer.toString(Topics.ZSTD_LEVEL));
 
   private FlatmonTopology() {
   }
