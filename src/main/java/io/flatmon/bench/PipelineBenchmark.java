@@ -4,6 +4,7 @@ import io.flatmon.broker.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;
+import io.flatmon.engine.EnginePool;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.MeasurementDone;
@@ -53,7 +54,13 @@ public final class PipelineBenchmark {
 
   /** Figures of one measuring window or of the whole run. */
   public record Window(double seconds, long records, long samples, long bytes, double[] latencySeconds,
-      double cpuCores, long heapBytes) {
+      double cpuCores, double engineCores, long heapBytes) {
+
+    /** CPU time of the whole process per measured sample, in milliseconds. */
+    public double cpuMillisPerSample() {
+      return samples == 0 ? Double.NaN : cpuCores * seconds * 1e3 / samples;
+    }
+
     double percentile(double p) {
       if (latencySeconds.length == 0) {
         return Double.NaN;
@@ -66,8 +73,9 @@ public final class PipelineBenchmark {
     String line(String label) {
       return String.format(Locale.ROOT,
           "%-8s %7.1f s  %8.1f records/s  %8.1f samples/s  %7.1f MB/s  latency p50 %6.3f s  p99 %6.3f s  "
-              + "CPU %4.2f cores  heap %5.0f MiB", label, seconds, records / seconds, samples / seconds,
-          bytes / seconds / 1e6, percentile(0.5), percentile(0.99), cpuCores, heapBytes / 1048576.0);
+              + "CPU %4.2f cores (engines %4.2f)  %5.2f CPU-ms/sample  heap %5.0f MiB", label, seconds,
+          records / seconds, samples / seconds, bytes / seconds / 1e6, percentile(0.5), percentile(0.99), cpuCores,
+          engineCores, cpuMillisPerSample(), heapBytes / 1048576.0);
     }
   }
 
@@ -152,10 +160,10 @@ public final class PipelineBenchmark {
     long end = measureFrom + options.duration().toNanos();
     long windowStart = start;
     long[] windowBase = snapshotCounters();
-    double cpuWindowStart = cpuSeconds();
+    Cpu cpuWindowStart = Cpu.now();
     Window total = null;
     long[] totalBase = null;
-    double cpuTotalStart = 0;
+    Cpu cpuTotalStart = null;
     long sent = 0;
     int r = 0;
     while (System.nanoTime() < end) {
@@ -181,15 +189,15 @@ public final class PipelineBenchmark {
       }
       if (totalBase == null && now >= measureFrom) {
         totalBase = snapshotCounters();
-        cpuTotalStart = cpuSeconds();
+        cpuTotalStart = Cpu.now();
         synchronized (latencies) {
           latencies.clear();
         }
       }
       if (now - windowStart >= 5_000_000_000L) {
         long[] c = snapshotCounters();
-        double cpu = cpuSeconds();
-        Window w = window((now - windowStart) / 1e9, windowBase, c, cpu - cpuWindowStart, false);
+        Cpu cpu = Cpu.now();
+        Window w = window((now - windowStart) / 1e9, windowBase, c, cpu.since(cpuWindowStart), false);
         out.println(w.line(now < measureFrom ? "warmup" : "window"));
         out.flush();
         windowStart = now;
@@ -201,11 +209,11 @@ public final class PipelineBenchmark {
     Thread.sleep(2000);
     long[] c = snapshotCounters();
     total = window((System.nanoTime() - measureFrom) / 1e9, totalBase == null ? windowBase : totalBase, c,
-        cpuSeconds() - cpuTotalStart, true);
+        Cpu.now().since(cpuTotalStart == null ? cpuWindowStart : cpuTotalStart), true);
     return total;
   }
 
-  private Window window(double seconds, long[] base, long[] now, double cpuSeconds, boolean all) {
+  private Window window(double seconds, long[] base, long[] now, Cpu cpu, boolean all) {
     double[] lat;
     synchronized (latencies) {
       lat = latencies.stream().mapToDouble(Double::doubleValue).toArray();
@@ -213,8 +221,8 @@ public final class PipelineBenchmark {
         latencies.clear();
       }
     }
-    return new Window(seconds, now[0] - base[0], now[2] - base[2], now[1] - base[1], lat, cpuSeconds / seconds,
-        ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
+    return new Window(seconds, now[0] - base[0], now[2] - base[2], now[1] - base[1], lat,
+        cpu.process() / seconds, cpu.engines() / seconds, ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
   }
 
   private long[] snapshotCounters() {
@@ -288,12 +296,26 @@ public final class PipelineBenchmark {
     return System.currentTimeMillis() * 1000L;
   }
 
-  private static double cpuSeconds() {
-    var os = ManagementFactory.getOperatingSystemMXBean();
-    if (os instanceof com.sun.management.OperatingSystemMXBean sun) {
-      return sun.getProcessCpuTime() / 1e9;
+  /** CPU seconds used so far by the process and by its engine threads (EnginePool's workers). */
+  private record Cpu(double process, double engines) {
+    static Cpu now() {
+      double process = Double.NaN;
+      if (ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean sun) {
+        process = sun.getProcessCpuTime() / 1e9;
+      }
+      var threads = ManagementFactory.getThreadMXBean();
+      double engines = 0;
+      for (var info : threads.getThreadInfo(threads.getAllThreadIds())) {
+        if (info != null && info.getThreadName().startsWith(EnginePool.THREAD_PREFIX)) {
+          engines += Math.max(0, threads.getThreadCpuTime(info.getThreadId())) / 1e9;
+        }
+      }
+      return new Cpu(process, engines);
     }
-    return Double.NaN;
+
+    Cpu since(Cpu earlier) {
+      return new Cpu(process - earlier.process, engines - earlier.engines);
+    }
   }
 
   private static long heapAfterGc() {

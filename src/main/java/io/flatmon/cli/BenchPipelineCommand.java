@@ -22,7 +22,9 @@ import picocli.CommandLine.Spec;
         "R synthetic runs (ResNet-18/CIFAR last conv: C = C_in = 512, 3x3, 4x4 output, K = 10)",
         "publish snapshots and batches concurrently; a flatmon instance in this JVM measures them;",
         "a read_committed consumer times publish -> result. Prints records/s, samples/s, MB/s,",
-        "p50/p99 latency, CPU (cores) and heap every 5 s and for the whole measuring period.",
+        "p50/p99 latency, CPU (cores of the whole process, and of its engine threads), CPU-ms per",
+        "sample and heap every 5 s and for the whole measuring period. The publishers, the broker and",
+        "the results consumer share the JVM and its cores with flatmon.",
         ""},
     footer = {"", "Examples:",
         "  flatmon bench pipeline                          # as fast as it sustains",
@@ -41,9 +43,9 @@ final class BenchPipelineCommand implements Callable<Integer> {
   @Option(names = "--duration", defaultValue = "PT60S", description = "Measuring period (default ${DEFAULT-VALUE}).")
   Duration duration;
 
-  @Option(names = "--warmup", defaultValue = "PT30S", description = {
-      "Warm-up before measuring (default ${DEFAULT-VALUE}: the JIT is still compiling the broker, Streams and",
-      "the engine for the first 20-30 s on 2 cores)."})
+  @Option(names = "--warmup", defaultValue = "PT120S", description = {
+      "Warm-up before measuring (default ${DEFAULT-VALUE}: on 2 cores the JIT still compiles and",
+      "deoptimises the broker, Streams and the engine 1-2 minutes in, at up to 10 % of the CPU)."})
   Duration warmup;
 
   @Option(names = "--batch", defaultValue = "32", description = "Samples per batch (default ${DEFAULT-VALUE}).")

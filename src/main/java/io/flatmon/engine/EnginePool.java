@@ -23,6 +23,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * for a single-threaded test driver.
  */
 public final class EnginePool implements CurvatureComputer, AutoCloseable {
+  /** Names of the worker threads start with this (for CPU accounting by thread). */
+  public static final String THREAD_PREFIX = "flatmon-engine-";
   private final PreparedHeads prepared = new PreparedHeads();
   private final ThreadLocal<CurvatureEngine> engine = ThreadLocal.withInitial(
       () -> new CurvatureEngine(CurvatureEngine.GramRoute.AUTO, org.nd4j.linalg.api.buffer.DataType.FLOAT, prepared));
@@ -37,7 +39,7 @@ public final class EnginePool implements CurvatureComputer, AutoCloseable {
     this.threads = threads;
     AtomicInteger n = new AtomicInteger();
     this.workers = threads == 0 ? null : Executors.newFixedThreadPool(threads, r -> {
-      Thread t = new Thread(r, "flatmon-engine-" + n.incrementAndGet());
+      Thread t = new Thread(r, THREAD_PREFIX + n.incrementAndGet());
       t.setDaemon(true);
       return t;
     });
