@@ -109,10 +109,8 @@ public final class CurvatureEngine implements CurvatureComputer {
         batch.hasNonFiniteValues() || head.hasNonFiniteWeights());
     PreparedHead weights = prepare(head);
     Normalized normalized = null;
-    INDArray inverseRho = null;
     if (inputChannelRms != null) {
       normalized = weights.normalized(inputChannelRms);
-      inverseRho = inverseExpandedRms(head, inputChannelRms);
     }
 
     boolean patchGram = usesPatchGram(route, c, d, p);
@@ -160,14 +158,14 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     INDArray gram = null;
     INDArray gramNorm = null;
-    INDArray scaledPatches = inverseRho == null || patches == null ? null
-        : patches.mul(inverseRho.reshape(1, d, 1));
+    INDArray scaledPatches = normalized == null || patches == null ? null
+        : patches.mul(inverseExpandedRms(head, inputChannelRms).reshape(1, d, 1));
     double[][] patchNorms = null;
     double[][] patchNormsNormalized = null;
     if (needsGram) {
       gram = buffer("gram", b, p, p);
       patchNorms = patchGram(spatialGram, geo, batch, input, patches, gram, "spatial");
-      if (inverseRho != null) {
+      if (normalized != null) {
         gramNorm = buffer("gramNorm", b, p, p);
         INDArray scaledInput = spatialGram
             ? upload("inputNorm", scaledByChannel(batch.input(), inputChannelRms, b, cin,
@@ -191,10 +189,11 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     float[] v = head.classifierWeight();
     float[] vb = head.classifierBias();
-    // Only Γ's diagonal blocks [m, C, C/blocks] (and G [m, C, d] on the filter route) scale with the chunk.
-    int blocks = weights.forms.blocks();
+    // Γ's upper blocks [m·pairs, h, h] (and G [m, C, d] on the filter route) scale with the chunk.
+    SymmetricForms forms = weights.forms;
+    int blocks = forms.blocks();
     int chunk = (int) Math.max(1, Math.min(b,
-        CHUNK_ELEMENTS / ((long) c * (patchGram ? c / blocks : Math.max(c / blocks, d)))));
+        CHUNK_ELEMENTS / (patchGram ? forms.entriesPerSample() : Math.max(forms.entriesPerSample(), (long) c * d))));
     INDArray mtBlocks = mt.reshape('c', (long) b * blocks, c / blocks, p);
     SoftmaxOutput[] softmax = new SoftmaxOutput[b];
     for (int n0 = 0; n0 < b; n0 += chunk) {
@@ -212,16 +211,21 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray mtChunkBlocks = mtBlocks.get(NDArrayIndex.interval((long) n0 * blocks, (long) n1 * blocks),
           NDArrayIndex.all(), NDArrayIndex.all());
 
+      // Eqs. (13), (15): R̂ and, on the patch route, R = M̃ by block pair are shared by κ and κ_norm.
+      SymmetricForms.Rows rowsByPair = forms.rows(stacked, m, rows, work);
+      INDArray rightByPair = patchGram ? forms.gather(mtChunkBlocks, false, m, work, "right") : null;
       GammaFactor gamma = gammaFactor(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, "t");
       double[][] gammaDiag = gamma.diagonal();
-      double[][] kappaRows = weights.forms.forms(gamma.left(blocks),
-          patchGram ? mtChunkBlocks : gamma.left(blocks), stacked, m, rows, work, "kappa");
+      double[][] kappaRows = forms.forms(forms.gather(gamma.left(blocks), true, m, work, "left"),
+          patchGram ? rightByPair : forms.gather(gamma.left(blocks), false, m, work, "right"), rowsByPair, work,
+          "kappa");
       double[][] kappaNormRows = null;
-      if (inverseRho != null) {
+      if (normalized != null) {
         GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
             n0, n1, "tNorm");
-        kappaNormRows = normalized.forms().forms(gammaNorm.left(blocks),
-            patchGram ? mtChunkBlocks : gammaNorm.left(blocks), stacked, m, rows, work, "kappa");
+        kappaNormRows = normalized.forms().forms(forms.gather(gammaNorm.left(blocks), true, m, work, "left"),
+            patchGram ? rightByPair : forms.gather(gammaNorm.left(blocks), false, m, work, "right"), rowsByPair,
+            work, "kappa");
       }
 
       for (int n = n0; n < n1; n++) {
