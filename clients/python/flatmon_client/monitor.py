@@ -26,10 +26,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def producer_config(bootstrap_servers, **overrides):
-    """librdkafka producer settings for flatmon telemetry: records up to 64 MiB, zstd at level 1 (as
-    flatmon's Java clients: the ratio of zstd's default level 3 on float tensors at twice the speed),
-    idempotent, and the murmur2 partitioner Java clients use (a run's records land where a JVM
-    trainer's would)."""
+    """librdkafka producer settings for flatmon telemetry: records up to 64 MiB, zstd at level 1 (the
+    ratio of zstd's default level 3 on float tensors at 1.6x the speed; librdkafka has no negative
+    levels, which flatmon's Java clients use), idempotent, and the murmur2 partitioner Java clients use
+    (a run's records land where a JVM trainer's would)."""
     cfg = {
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,

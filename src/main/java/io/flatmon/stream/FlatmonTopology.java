@@ -32,8 +32,8 @@ public final class FlatmonTopology {
 
   /**
    * Changelog topics carry snapshots as big as the largest accepted record. They are compacted, and
-   * the log cleaner recompresses what it copies at the topic's zstd level: the producers' level 1,
-   * not zstd's default 3 (which made compaction of 9 MB snapshot changelogs 2 % of the CPU).
+   * the log cleaner recompresses what it copies at the topic's zstd level: the producers' level, not
+   * zstd's default 3 (which made compaction of 9 MB snapshot changelogs 2 % of the CPU).
    */
   static final Map<String, String> CHANGELOG_CONFIG = Map.of(
       TopicConfig.MAX_MESSAGE_BYTES_CONFIG, Integer.toString(Topics.MAX_MESSAGE_BYTES),
