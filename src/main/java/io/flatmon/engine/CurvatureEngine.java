@@ -45,8 +45,24 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   private final GramRoute route;
   private final DataType dtype;
-  /** Working arrays on the device and the host, kept between calls. */
+  /** Working arrays on the device and the host, kept between calls: the batch's, and its chunks'. */
   private final Workspace work;
+  private final Workspace chunkWork;
+  /** Runs a batch's chunks in turn, on this thread. */
+  private final ChunkRunner sequential;
+
+  /**
+   * Runs chunk tasks {@code task(index, workspace)} for index = 0 … count − 1 and returns when all
+   * are done. Each call of a task gets a workspace no other running task uses.
+   */
+  interface ChunkRunner {
+    void run(int count, ChunkTask task);
+  }
+
+  /** One chunk of a batch, computed with the given workspace. */
+  interface ChunkTask {
+    void run(int index, Workspace chunkWork);
+  }
   /** Prepared snapshots (W, Ω), possibly shared with the other engines of an {@link EnginePool}. */
   private final PreparedHeads prepared;
 
@@ -77,6 +93,12 @@ public final class CurvatureEngine implements CurvatureComputer {
     this.dtype = dtype;
     this.prepared = prepared;
     this.work = new Workspace(dtype);
+    this.chunkWork = new Workspace(dtype);
+    this.sequential = (count, task) -> {
+      for (int i = 0; i < count; i++) {
+        task.run(i, chunkWork);
+      }
+    };
     EngineInfo.current();
   }
 
@@ -95,6 +117,14 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   @Override
   public BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms) {
+    return compute(head, batch, inputChannelRms, sequential);
+  }
+
+  /**
+   * The same, with the batch's chunks run by {@code runner} (an {@link EnginePool} spreads them over
+   * its workers). Everything up to the chunks — uploads, σ, the Grams, M̃ — runs here, once.
+   */
+  BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms, ChunkRunner runner) {
     batch.checkAgainst(head);
     ConvGeometry geo = head.geometry();
     int b = batch.samples();
@@ -187,72 +217,96 @@ public final class CurvatureEngine implements CurvatureComputer {
       }
     }
 
-    float[] v = head.classifierWeight();
-    float[] vb = head.classifierBias();
     // Γ's upper blocks [m·pairs, h, h] (and G [m, C, d] on the filter route) scale with the chunk.
     SymmetricForms forms = weights.forms;
-    int blocks = forms.blocks();
     int chunk = (int) Math.max(1, Math.min(b,
         CHUNK_ELEMENTS / (patchGram ? forms.entriesPerSample() : Math.max(forms.entriesPerSample(), (long) c * d))));
-    INDArray mtBlocks = mt.reshape('c', (long) b * blocks, c / blocks, p);
-    SoftmaxOutput[] softmax = new SoftmaxOutput[b];
-    for (int n0 = 0; n0 < b; n0 += chunk) {
-      int n1 = Math.min(b, n0 + chunk);
-      int m = n1 - n0;
-      // R̂ has K − 1 rows r̂_k, k ≠ m, with A = R̂ᵀR̂ (eq. 16), so eq. (13) is a sum of forms ≥ 0.
-      int rows = k - 1;
-      double[] stacked = work.doubles("rows", m * rows * c);
-      for (int n = n0; n < n1; n++) {
-        softmax[n] = SoftmaxOutput.of(logits(pooled[n], v, vb, c), v, c,
-            batch.hasLabels() ? batch.labels()[n] : -1);
-        stackFactorRows(softmax[n], v, stacked, (n - n0) * rows * c);
-      }
-      INDArray mtChunk = mt.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
-      INDArray mtChunkBlocks = mtBlocks.get(NDArrayIndex.interval((long) n0 * blocks, (long) n1 * blocks),
-          NDArrayIndex.all(), NDArrayIndex.all());
-
-      // Eqs. (13), (15): R̂ and, on the patch route, R = M̃ by block pair are shared by κ and κ_norm.
-      SymmetricForms.Rows rowsByPair = forms.rows(stacked, m, rows, work);
-      INDArray rightByPair = patchGram ? forms.gather(mtChunkBlocks, false, m, work, "right") : null;
-      GammaFactor gamma = gammaFactor(patchGram, mtChunk, mtHost, chunk(patches, n0, n1), gram, n0, n1, "t");
-      double[][] gammaDiag = gamma.diagonal();
-      double[][] kappaRows = forms.forms(forms.gather(gamma.left(blocks), true, m, work, "left"),
-          patchGram ? rightByPair : forms.gather(gamma.left(blocks), false, m, work, "right"), rowsByPair, work,
-          "kappa");
-      double[][] kappaNormRows = null;
-      if (normalized != null) {
-        GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, mtHost, chunk(scaledPatches, n0, n1), gramNorm,
-            n0, n1, "tNorm");
-        kappaNormRows = normalized.forms().forms(forms.gather(gammaNorm.left(blocks), true, m, work, "left"),
-            patchGram ? rightByPair : forms.gather(gammaNorm.left(blocks), false, m, work, "right"), rowsByPair,
-            work, "kappa");
-      }
-
-      for (int n = n0; n < n1; n++) {
-        int i = n - n0;
-        SoftmaxOutput so = softmax[n];
-        double[] diagA = so.diagonalOfA(v);
-        double trace = 0.0;
-        for (int ch = 0; ch < c; ch++) {
-          trace += diagA[ch] * gammaDiag[i][ch];
-        }
-        out.hessianTrace()[n] = trace + curvatureTerm(so, q, n, null, c);
-        out.relativeFlatness()[n] = sum(kappaRows[i]) + curvatureTerm(so, q, n, weights.omegaDiagonal, c);
-        if (kappaNormRows != null) {
-          out.relativeFlatnessNormalized()[n] = sum(kappaNormRows[i])
-              + curvatureTerm(so, qNorm, n, normalized.omegaDiagonal(), c);
-        }
-        out.loss()[n] = so.loss;
-        out.correct()[n] = so.correct;
-        double h2 = 0.0;
-        for (double hv : pooled[n]) {
-          h2 += hv * hv;
-        }
-        out.classifierHessianTrace()[n] = so.classifierHessianTrace(h2);
-        out.classifierRelativeFlatness()[n] = so.classifierRelativeFlatness(h2, v);
-      }
-    }
+    Shared shared = new Shared(head, batch, weights, normalized, patchGram, mt,
+        mt.reshape('c', (long) b * forms.blocks(), c / forms.blocks(), p), mtHost, patches, scaledPatches, gram,
+        gramNorm, pooled, q, qNorm, new SoftmaxOutput[b], out);
+    runner.run((b + chunk - 1) / chunk, (index, chunkWork) ->
+        computeChunk(shared, index * chunk, Math.min(b, (index + 1) * chunk), chunkWork));
     return out;
+  }
+
+  /** What every chunk of a batch reads: the batch's arrays, computed once (read-only from here on). */
+  private record Shared(HeadSnapshot head, ActivationBatch batch, PreparedHead weights, Normalized normalized,
+      boolean patchGram, INDArray mt, INDArray mtBlocks, double[] mtHost, INDArray patches, INDArray scaledPatches,
+      INDArray gram, INDArray gramNorm, double[][] pooled, double[][] q, double[][] qNorm, SoftmaxOutput[] softmax,
+      BatchCurvature out) {
+  }
+
+  /**
+   * Samples [n0, n1) of a batch: their rows of R̂, Γ (and Γ' for κ_norm) in blocks, eqs. (13), (15),
+   * (16), and every per-sample value, written into the batch's outputs at those samples. Chunks are
+   * independent: they may run in any order, on any engine thread, each with its own workspace.
+   */
+  private void computeChunk(Shared s, int n0, int n1, Workspace w) {
+    HeadSnapshot head = s.head();
+    int c = head.channels();
+    int k = head.classes();
+    int m = n1 - n0;
+    int blocks = s.weights().forms.blocks();
+    SymmetricForms forms = s.weights().forms;
+    float[] v = head.classifierWeight();
+    float[] vb = head.classifierBias();
+    ActivationBatch batch = s.batch();
+    SoftmaxOutput[] softmax = s.softmax();
+    // R̂ has K − 1 rows r̂_k, k ≠ m, with A = R̂ᵀR̂ (eq. 16), so eq. (13) is a sum of forms ≥ 0.
+    int rows = k - 1;
+    double[] stacked = w.doubles("rows", m * rows * c);
+    for (int n = n0; n < n1; n++) {
+      softmax[n] = SoftmaxOutput.of(logits(s.pooled()[n], v, vb, c), v, c,
+          batch.hasLabels() ? batch.labels()[n] : -1);
+      stackFactorRows(softmax[n], v, stacked, (n - n0) * rows * c);
+    }
+    INDArray mtChunk = s.mt().get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
+    INDArray mtChunkBlocks = s.mtBlocks().get(NDArrayIndex.interval((long) n0 * blocks, (long) n1 * blocks),
+        NDArrayIndex.all(), NDArrayIndex.all());
+
+    // Eqs. (13), (15): R̂ and, on the patch route, R = M̃ by block pair are shared by κ and κ_norm.
+    boolean patchGram = s.patchGram();
+    SymmetricForms.Rows rowsByPair = forms.rows(stacked, m, rows, w);
+    INDArray rightByPair = patchGram ? forms.gather(mtChunkBlocks, false, m, w, "right") : null;
+    GammaFactor gamma = gammaFactor(patchGram, mtChunk, s.mtHost(), chunk(s.patches(), n0, n1), s.gram(), n0, n1,
+        "t", w);
+    double[][] gammaDiag = gamma.diagonal();
+    double[][] kappaRows = forms.forms(forms.gather(gamma.left(blocks), true, m, w, "left"),
+        patchGram ? rightByPair : forms.gather(gamma.left(blocks), false, m, w, "right"), rowsByPair, w, "kappa");
+    double[][] kappaNormRows = null;
+    Normalized normalized = s.normalized();
+    if (normalized != null) {
+      GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, s.mtHost(), chunk(s.scaledPatches(), n0, n1),
+          s.gramNorm(), n0, n1, "tNorm", w);
+      kappaNormRows = normalized.forms().forms(forms.gather(gammaNorm.left(blocks), true, m, w, "left"),
+          patchGram ? rightByPair : forms.gather(gammaNorm.left(blocks), false, m, w, "right"), rowsByPair, w,
+          "kappa");
+    }
+
+    BatchCurvature out = s.out();
+    for (int n = n0; n < n1; n++) {
+      int i = n - n0;
+      SoftmaxOutput so = softmax[n];
+      double[] diagA = so.diagonalOfA(v);
+      double trace = 0.0;
+      for (int ch = 0; ch < c; ch++) {
+        trace += diagA[ch] * gammaDiag[i][ch];
+      }
+      out.hessianTrace()[n] = trace + curvatureTerm(so, s.q(), n, null, c);
+      out.relativeFlatness()[n] = sum(kappaRows[i]) + curvatureTerm(so, s.q(), n, s.weights().omegaDiagonal, c);
+      if (kappaNormRows != null) {
+        out.relativeFlatnessNormalized()[n] = sum(kappaNormRows[i])
+            + curvatureTerm(so, s.qNorm(), n, normalized.omegaDiagonal(), c);
+      }
+      out.loss()[n] = so.loss;
+      out.correct()[n] = so.correct;
+      double h2 = 0.0;
+      for (double hv : s.pooled()[n]) {
+        h2 += hv * hv;
+      }
+      out.classifierHessianTrace()[n] = so.classifierHessianTrace(h2);
+      out.classifierRelativeFlatness()[n] = so.classifierRelativeFlatness(h2, v);
+    }
   }
 
   /** The left factor of Γ = L Rᵀ for a chunk ([m, C, w]: T or G) and diag Γ per sample. */
@@ -268,20 +322,20 @@ public final class CurvatureEngine implements CurvatureComputer {
    * diag Γ = Σ_p T∘M̃) or the filter route (G = M̃ X, Γ = G Gᵀ). mtHost is M̃ of the whole batch on the
    * host (a host copy of the chunk's view would allocate every call).
    */
-  private GammaFactor gammaFactor(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
-      INDArray gram, int n0, int n1, String scratch) {
+  private static GammaFactor gammaFactor(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
+      INDArray gram, int n0, int n1, String scratch, Workspace w) {
     int m = n1 - n0;
     int c = (int) mtChunk.size(1);
     int p = (int) mtChunk.size(2);
     if (patchGram) {
       INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
-      INDArray t = buffer(scratch, m, c, p);
+      INDArray t = w.device(scratch, m, c, p);
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
-      return new GammaFactor(t, rowDots(work.read(scratch, t), mtHost, n0 * c * p, m, c, p));
+      return new GammaFactor(t, rowDots(w.read(scratch, t), mtHost, n0 * c * p, m, c, p));
     }
-    INDArray g = buffer(scratch, m, c, patchChunk.size(1));
+    INDArray g = w.device(scratch, m, c, patchChunk.size(1));
     Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
-    double[] gh = work.read(scratch, g);
+    double[] gh = w.read(scratch, g);
     return new GammaFactor(g, rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1)));
   }
 
@@ -472,6 +526,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
   private PreparedHead prepare(HeadSnapshot head) {
     return prepared.get(head, h -> new PreparedHead(h, dtype));
+  }
+
+  /** The workspace this engine's thread uses for chunks (of its own batches or of others'). */
+  Workspace chunkWorkspace() {
+    return chunkWork;
   }
 
   /** A working array of exactly this shape, reused across calls (contents undefined). */

@@ -13,20 +13,27 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import org.junit.jupiter.api.Test;
 
-/** The shared engine pool: same numbers as one engine, from any number of callers, Ω once per snapshot. */
+/**
+ * The shared engine pool: same numbers as one engine, from any number of callers and with a batch's
+ * chunks spread over the workers, Ω once per snapshot.
+ */
 class EnginePoolTest {
 
   private record Case(HeadSnapshot head, ActivationBatch batch, double[] rho, BatchCurvature expected) {
   }
 
-  /** Heads wide enough for blocks and chunks, with and without Z and κ_norm, each measured alone first. */
+  /**
+   * Heads wide enough for blocks and, at C = 512, several chunks per batch (five samples each), with
+   * and without Z and κ_norm, each measured alone first.
+   */
   private static List<Case> cases() {
     List<Case> cases = new ArrayList<>();
+    int[] channels = {512, 8, 256, 8, 512, 16};
     for (int i = 0; i < 6; i++) {
       SyntheticHeads random = new SyntheticHeads(40 + i);
-      HeadSnapshot head = random.head(i % 2 == 0 ? 256 : 8, 4, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 10,
+      HeadSnapshot head = random.head(channels[i], 4, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 10,
           Activation.of(i % 3 == 0 ? Activation.Kind.GELU : Activation.Kind.RELU), true, i % 2 == 1, 1.0);
-      ActivationBatch batch = random.batch(head, 9, 4, 4, true);
+      ActivationBatch batch = random.batch(head, channels[i] == 512 ? 17 : 9, 4, 4, true);
       if (i % 3 == 1) {
         batch = random.withPreActivation(head, batch, 0.3);
       }
@@ -64,6 +71,21 @@ class EnginePoolTest {
   }
 
   @Test
+  void aLoneBatchIsSharedByTheWorkersAndGivesTheSameNumbers() {
+    Case c = cases().get(0);
+    try (EnginePool pool = new EnginePool(3)) {
+      for (int round = 0; round < 3; round++) {
+        BatchCurvature got = pool.compute(c.head(), c.batch(), c.rho());
+        assertArrayEquals(c.expected().relativeFlatness(), got.relativeFlatness());
+        assertArrayEquals(c.expected().relativeFlatnessNormalized(), got.relativeFlatnessNormalized());
+        assertArrayEquals(c.expected().hessianTrace(), got.hessianTrace());
+      }
+      // 17 samples are 4 chunks of at most 5: the idle workers took some of them.
+      assertTrue(pool.sharedChunks() > 0, "no chunk ran outside its batch's worker");
+    }
+  }
+
+  @Test
   void callerThreadEnginesWithoutWorkers() {
     Case c = cases().get(0);
     try (EnginePool inline = new EnginePool(0)) {
@@ -91,5 +113,13 @@ class EnginePoolTest {
   @Test
   void negativeThreadCountIsRefused() {
     assertThrows(IllegalArgumentException.class, () -> new EnginePool(-1));
+  }
+
+  @Test
+  void aClosedPoolRefusesWork() {
+    Case c = cases().get(1);
+    EnginePool pool = new EnginePool(1);
+    pool.close();
+    assertThrows(IllegalStateException.class, () -> pool.compute(c.head(), c.batch(), c.rho()));
   }
 }
