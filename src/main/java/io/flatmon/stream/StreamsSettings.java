@@ -53,6 +53,12 @@ public final class StreamsSettings {
       p.put(StreamsConfig.restoreConsumerPrefix(k), v);
       p.put(StreamsConfig.globalConsumerPrefix(k), v);
     });
+    // The main consumer prefetches what its stream thread will process next. A fetch of 64 MiB per
+    // partition held up to a second of batches per stream thread on the heap, and every young
+    // collection copied them; 8 MiB per fetch is enough to keep a thread busy, and a record larger
+    // than that still arrives whole (a fetch always returns the first record batch, whatever its size).
+    p.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.MAX_PARTITION_FETCH_BYTES_CONFIG), 4 << 20);
+    p.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.FETCH_MAX_BYTES_CONFIG), 8 << 20);
     p.put(StreamsConfig.producerPrefix(ProducerConfig.COMPRESSION_TYPE_CONFIG), Topics.COMPRESSION);
     p.put(StreamsConfig.topicPrefix(TopicConfig.MAX_MESSAGE_BYTES_CONFIG), Integer.toString(Topics.MAX_MESSAGE_BYTES));
     return p;
