@@ -221,7 +221,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     SymmetricForms forms = weights.forms;
     int chunk = (int) Math.max(1, Math.min(b,
         CHUNK_ELEMENTS / (patchGram ? forms.entriesPerSample() : Math.max(forms.entriesPerSample(), (long) c * d))));
-    Shared shared = new Shared(head, batch, weights, normalized, patchGram, mt,
+    Shared shared = new Shared(head, batch, weights, normalized, p, patchGram, mt,
         mt.reshape('c', (long) b * forms.blocks(), c / forms.blocks(), p), mtHost, patches, scaledPatches, gram,
         gramNorm, pooled, q, qNorm, new SoftmaxOutput[b], out);
     runner.run((b + chunk - 1) / chunk, (index, chunkWork) ->
@@ -231,7 +231,7 @@ public final class CurvatureEngine implements CurvatureComputer {
 
   /** What every chunk of a batch reads: the batch's arrays, computed once (read-only from here on). */
   private record Shared(HeadSnapshot head, ActivationBatch batch, PreparedHead weights, Normalized normalized,
-      boolean patchGram, INDArray mt, INDArray mtBlocks, double[] mtHost, INDArray patches, INDArray scaledPatches,
+      int p, boolean patchGram, INDArray mt, INDArray mtBlocks, double[] mtHost, INDArray patches, INDArray scaledPatches,
       INDArray gram, INDArray gramNorm, double[][] pooled, double[][] q, double[][] qNorm, SoftmaxOutput[] softmax,
       BatchCurvature out) {
   }
@@ -268,8 +268,9 @@ public final class CurvatureEngine implements CurvatureComputer {
     boolean patchGram = s.patchGram();
     SymmetricForms.Rows rowsByPair = forms.rows(stacked, m, rows, w);
     INDArray rightByPair = patchGram ? forms.gather(mtChunkBlocks, false, m, w, "right") : null;
+    int p = s.p();
     GammaFactor gamma = gammaFactor(patchGram, mtChunk, s.mtHost(), chunk(s.patches(), n0, n1), s.gram(), n0, n1,
-        "t", w);
+        c, p, "t", w);
     double[][] gammaDiag = gamma.diagonal();
     double[][] kappaRows = forms.forms(forms.gather(gamma.left(blocks), true, m, w, "left"),
         patchGram ? rightByPair : forms.gather(gamma.left(blocks), false, m, w, "right"), rowsByPair, w, "kappa");
@@ -277,7 +278,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     Normalized normalized = s.normalized();
     if (normalized != null) {
       GammaFactor gammaNorm = gammaFactor(patchGram, mtChunk, s.mtHost(), chunk(s.scaledPatches(), n0, n1),
-          s.gramNorm(), n0, n1, "tNorm", w);
+          s.gramNorm(), n0, n1, c, p, "tNorm", w);
       kappaNormRows = normalized.forms().forms(forms.gather(gammaNorm.left(blocks), true, m, w, "left"),
           patchGram ? rightByPair : forms.gather(gammaNorm.left(blocks), false, m, w, "right"), rowsByPair, w,
           "kappa");
@@ -313,7 +314,8 @@ public final class CurvatureEngine implements CurvatureComputer {
   private record GammaFactor(INDArray left, double[][] diagonal) {
     /** L as [m·blocks, C/blocks, w], the layout of {@link SymmetricForms#forms}. */
     INDArray left(int blocks) {
-      return left.reshape('c', left.size(0) * blocks, left.size(1) / blocks, left.size(2));
+      long[] shape = left.shape();
+      return left.reshape('c', shape[0] * blocks, shape[1] / blocks, shape[2]);
     }
   }
 
@@ -323,20 +325,19 @@ public final class CurvatureEngine implements CurvatureComputer {
    * host (a host copy of the chunk's view would allocate every call).
    */
   private static GammaFactor gammaFactor(boolean patchGram, INDArray mtChunk, double[] mtHost, INDArray patchChunk,
-      INDArray gram, int n0, int n1, String scratch, Workspace w) {
+      INDArray gram, int n0, int n1, int c, int p, String scratch, Workspace w) {
     int m = n1 - n0;
-    int c = (int) mtChunk.size(1);
-    int p = (int) mtChunk.size(2);
     if (patchGram) {
       INDArray gramChunk = gram.get(NDArrayIndex.interval(n0, n1), NDArrayIndex.all(), NDArrayIndex.all());
       INDArray t = w.device(scratch, m, c, p);
       Nd4j.matmul(mtChunk, gramChunk, t, false, false, false);
       return new GammaFactor(t, rowDots(w.read(scratch, t), mtHost, n0 * c * p, m, c, p));
     }
-    INDArray g = w.device(scratch, m, c, patchChunk.size(1));
+    int d = (int) patchChunk.size(1);
+    INDArray g = w.device(scratch, m, c, d);
     Nd4j.matmul(mtChunk, patchChunk, g, false, true, false);
     double[] gh = w.read(scratch, g);
-    return new GammaFactor(g, rowDots(gh, gh, 0, m, c, (int) patchChunk.size(1)));
+    return new GammaFactor(g, rowDots(gh, gh, 0, m, c, d));
   }
 
   /**
