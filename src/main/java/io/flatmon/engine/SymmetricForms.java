@@ -1,5 +1,6 @@
 package io.flatmon.engine;
 
+import java.lang.ref.Reference;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -111,8 +112,15 @@ final class SymmetricForms {
       }
     }
     INDArray out = work.device(name, (long) m * pairs, size, w);
-    Nd4j.pullRows(factor.reshape('c', (long) m * blocks, size * w), out.reshape('c', (long) m * pairs, size * w), 1,
-        sources);
+    INDArray source = factor.reshape('c', (long) m * blocks, size * w);
+    Nd4j.pullRows(source, out.reshape('c', (long) m * pairs, size * w), 1, sources);
+    // pullRows hands the native call only the source's opaque buffer, which is not what keeps it
+    // alive: a view's DataBuffer (a chunk of the batch's M̃ has an offset) frees its native view
+    // struct when collected, and nothing on the Java side uses the source after the call. Without
+    // this fence a GC during the call freed it under the native code (SIGSEGV in
+    // DataBuffer::primary(), once in minutes of the pipeline benchmark with shared chunks).
+    Reference.reachabilityFence(source);
+    Reference.reachabilityFence(factor);
     return out;
   }
 
