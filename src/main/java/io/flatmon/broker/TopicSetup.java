@@ -18,6 +18,7 @@ import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.config.TopicConfig;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -48,6 +49,9 @@ import org.slf4j.LoggerFactory;
 public final class TopicSetup {
 
   private static final Logger LOG = LoggerFactory.getLogger(TopicSetup.class);
+
+  /** How long a just-created topic may stay unknown to the broker before its check is skipped. */
+  private static final long CHECK_WAIT_MS = 10_000;
 
   private TopicSetup() {}
 
@@ -115,9 +119,37 @@ public final class TopicSetup {
     List<String> preexisting = new ArrayList<>(Topics.ALL);
     preexisting.removeAll(created);
     if (!preexisting.isEmpty()) {
-      checkExisting(admin, preexisting, partitions);
+      checkExistingWhenKnown(admin, preexisting, partitions);
     }
     return created;
+  }
+
+  /**
+   * {@link #checkExisting}, retried while the broker does not know a topic yet: a topic another
+   * instance has just created (ours got TopicExistsException from the controller) reaches the
+   * broker's metadata a moment later, and describing it before then fails with
+   * UnknownTopicOrPartitionException. The check only warns, so after {@link #CHECK_WAIT_MS} it is
+   * skipped with a warning rather than failing the start.
+   */
+  private static void checkExistingWhenKnown(Admin admin, Collection<String> names, int partitions) {
+    long deadline = System.nanoTime() + CHECK_WAIT_MS * 1_000_000L;
+    while (true) {
+      try {
+        checkExisting(admin, names, partitions);
+        return;
+      } catch (UnknownTopicOrPartitionException e) {
+        if (System.nanoTime() > deadline) {
+          LOG.warn("could not check the existing topics {}: {}", names, e.getMessage());
+          return;
+        }
+        try {
+          Thread.sleep(100);
+        } catch (InterruptedException ie) {
+          Thread.currentThread().interrupt();
+          throw new IllegalStateException("interrupted while checking topics", ie);
+        }
+      }
+    }
   }
 
   private static NewTopic newTopic(String name, int partitions, short replicationFactor, long retentionMs) {

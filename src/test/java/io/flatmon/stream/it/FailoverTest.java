@@ -89,7 +89,7 @@ class FailoverTest {
       return Services.start(Services.config(kafka.bootstrapServers(), dir.resolve(name), applicationId, 4,
           Services.fastFailover()));
     } catch (Exception e) {
-      throw new IllegalStateException("instance " + name + " did not start", e);
+      throw new IllegalStateException("instance " + name + " did not start: " + e, e);
     }
   }
 
