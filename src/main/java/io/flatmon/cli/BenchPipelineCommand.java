@@ -45,7 +45,7 @@ final class BenchPipelineCommand implements Callable<Integer> {
 
   @Option(names = "--warmup", defaultValue = "PT120S", description = {
       "Warm-up before measuring (default ${DEFAULT-VALUE}: on 2 cores the JIT still compiles and",
-      "deoptimises the broker, Streams and the engine 1-2 minutes in, at up to 10 % of the CPU)."})
+      "deoptimises the broker, Streams and the engine 1-2 minutes in, at up to 10 %% of the CPU)."})
   Duration warmup;
 
   @Option(names = "--batch", defaultValue = "32", description = "Samples per batch (default ${DEFAULT-VALUE}).")
