@@ -57,17 +57,26 @@ final class ActivationKernels {
     switch (activation.kind()) {
       case IDENTITY:
         return new Derivatives(z, Nd4j.onesLike(z), null);
-      case RELU:
-        return new Derivatives(Transforms.relu(z, true), z.gt(0.0).castTo(z.dataType()), null);
+      case RELU: {
+        INDArray positive = z.gt(0.0);
+        INDArray first = positive.castTo(z.dataType());
+        NativeOps.keep(positive);
+        return new Derivatives(Transforms.relu(z, true), first, null);
+      }
       case LEAKY_RELU: {
         double slope = activation.negativeSlope();
-        INDArray positive = z.gt(0.0).castTo(z.dataType());
-        INDArray value = z.mul(positive.mul(1.0 - slope).addi(slope));
+        INDArray mask = z.gt(0.0);
+        INDArray positive = mask.castTo(z.dataType());
+        INDArray slopes = positive.mul(1.0 - slope).addi(slope);
+        INDArray value = z.mul(slopes);
+        NativeOps.keep(mask, slopes);
         return new Derivatives(value, positive.muli(1.0 - slope).addi(slope), null);
       }
       case GELU: {
         INDArray cdf = Nd4j.createUninitialized(z.dataType(), z.shape());
-        Nd4j.exec(new Erfc(z.mul(-SQRT_HALF), cdf));
+        INDArray scaled = z.mul(-SQRT_HALF);
+        Nd4j.exec(new Erfc(scaled, cdf));
+        NativeOps.keep(scaled);
         cdf.muli(0.5);
         INDArray z2 = z.mul(z);
         INDArray pdf = Transforms.exp(z2.mul(-0.5), false).muli(INV_SQRT_2PI);
@@ -82,10 +91,12 @@ final class ActivationKernels {
         INDArray du = z2.mul(3.0 * GELU_TANH_A).addi(1.0).muli(GELU_TANH_C);
         INDArray sech2 = t.mul(t).rsubi(1.0);
         INDArray value = t.add(1.0).muli(z).muli(0.5);
-        INDArray first = z.mul(sech2).muli(du).muli(0.5).addi(t.add(1.0).muli(0.5));
+        INDArray halfOnePlusT = t.add(1.0).muli(0.5);
+        INDArray first = z.mul(sech2).muli(du).muli(0.5).addi(halfOnePlusT);
         // σ'' = (1−t²)(u' − z t u'² + z u''/2) with u'' = 6ac z, so z u''/2 = 3ac z².
-        INDArray second = z.mul(t).muli(du).muli(du).rsubi(du)
-            .addi(z2.mul(3.0 * GELU_TANH_A * GELU_TANH_C)).muli(sech2);
+        INDArray zUpp = z2.mul(3.0 * GELU_TANH_A * GELU_TANH_C);
+        INDArray second = z.mul(t).muli(du).muli(du).rsubi(du).addi(zUpp).muli(sech2);
+        NativeOps.keep(halfOnePlusT, zUpp, z2, du);
         return new Derivatives(value, first, second);
       }
       case SILU: {

@@ -165,19 +165,25 @@ public final class CurvatureEngine implements CurvatureComputer {
       z = upload("z", batch.preActivation(), b, c, p);
     } else {
       // Conv forward as one GEMM with the shared kernel: Z = W_f [X_1 … X_B], then a·(· + β).
-      INDArray x = patches.permute(1, 0, 2).dup('c').reshape('c', d, (long) b * p);
+      INDArray patchesByChannel = patches.permute(1, 0, 2);
+      INDArray x = patchesByChannel.dup('c').reshape('c', d, (long) b * p);
       INDArray zc = buffer("zc", c, (long) b * p);
       Nd4j.gemm(weights.kernel, x, zc, false, false, 1.0, 0.0);
-      if (weights.bias != null) {
-        zc.addiColumnVector(weights.bias.reshape(c, 1));
+      INDArray biasColumn = weights.bias == null ? null : weights.bias.reshape(c, 1);
+      if (biasColumn != null) {
+        zc.addiColumnVector(biasColumn);
       }
-      if (weights.scale != null) {
-        zc.muliColumnVector(weights.scale.reshape(c, 1));
+      INDArray scaleColumn = weights.scale == null ? null : weights.scale.reshape(c, 1);
+      if (scaleColumn != null) {
+        zc.muliColumnVector(scaleColumn);
       }
-      z = zc.reshape('c', c, b, p).permute(1, 0, 2).dup('c');
+      INDArray zcBySample = zc.reshape('c', c, b, p).permute(1, 0, 2);
+      z = zcBySample.dup('c');
+      NativeOps.keep(patchesByChannel, x, biasColumn, scaleColumn, zcBySample);
     }
     ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z,
         buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p));
+    NativeOps.keep(z); // the conv forward's Z is referenced nowhere else
     double[][] pooled = rows(work.read("pooled", sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
     // (A scalar multiply when there is no scale: ND4J's [B, C, P] ∘ [1, C, 1] broadcast is several times
@@ -188,8 +194,10 @@ public final class CurvatureEngine implements CurvatureComputer {
 
     INDArray gram = null;
     INDArray gramNorm = null;
-    INDArray scaledPatches = normalized == null || patches == null ? null
-        : patches.mul(inverseExpandedRms(head, inputChannelRms).reshape(1, d, 1));
+    INDArray inverseRms = normalized == null || patches == null ? null
+        : inverseExpandedRms(head, inputChannelRms).reshape(1, d, 1);
+    INDArray scaledPatches = inverseRms == null ? null : patches.mul(inverseRms);
+    NativeOps.keep(inverseRms);
     double[][] patchNorms = null;
     double[][] patchNormsNormalized = null;
     if (needsGram) {
@@ -515,13 +523,21 @@ public final class CurvatureEngine implements CurvatureComputer {
     for (int j = 0; j < inv.length; j++) {
       inv[j] = 1.0 / rms[j / taps];
     }
-    return Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c').castTo(dtype);
+    INDArray asDouble = Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c');
+    INDArray cast = asDouble.castTo(dtype);
+    NativeOps.keep(asDouble);
+    return cast;
   }
 
   /** A float array (wire precision) on the device in the given precision. */
   private static INDArray array(float[] data, DataType dtype, long... shape) {
     INDArray a = Nd4j.create(data, shape, 'c');
-    return dtype == DataType.FLOAT ? a : a.castTo(dtype);
+    if (dtype == DataType.FLOAT) {
+      return a;
+    }
+    INDArray cast = a.castTo(dtype);
+    NativeOps.keep(a);
+    return cast;
   }
 
   /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
@@ -612,7 +628,10 @@ public final class CurvatureEngine implements CurvatureComputer {
       for (int j = 0; j < r.length; j++) {
         r[j] = rms[j / taps];
       }
-      INDArray scaled = kernel.mulRowVector(Nd4j.create(r, new long[] {1, r.length}, 'c').castTo(dtype));
+      INDArray rowDouble = Nd4j.create(r, new long[] {1, r.length}, 'c');
+      INDArray row = rowDouble.castTo(dtype);
+      INDArray scaled = kernel.mulRowVector(row);
+      NativeOps.keep(rowDouble, row);
       INDArray omegaPrime = Nd4j.createUninitialized(dtype, head.channels(), head.channels());
       Nd4j.gemm(scaled, scaled, omegaPrime, false, true, 1.0, 0.0);
       Normalized n = new Normalized(rms.clone(), diagonal(omegaPrime), new SymmetricForms(omegaPrime));
@@ -647,8 +666,11 @@ public final class CurvatureEngine implements CurvatureComputer {
         s[ch] = a / p;
         s2[ch] = a * a / p;
       }
-      scaleOverP = Nd4j.create(s, new long[] {1, c, 1}, 'c').castTo(dtype);
-      squaredScaleOverP = Nd4j.create(s2, new long[] {1, c, 1}, 'c').castTo(dtype);
+      INDArray sDouble = Nd4j.create(s, new long[] {1, c, 1}, 'c');
+      INDArray s2Double = Nd4j.create(s2, new long[] {1, c, 1}, 'c');
+      scaleOverP = sDouble.castTo(dtype);
+      squaredScaleOverP = s2Double.castTo(dtype);
+      NativeOps.keep(sDouble, s2Double);
       scaledForP = p;
     }
   }

@@ -1,5 +1,6 @@
 package io.flatmon.engine;
 
+import java.lang.ref.Reference;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -41,6 +42,9 @@ final class HostArrays {
     } else {
       System.arraycopy(c.data().asDouble(), 0, out, 0, n);
     }
+    // The NIO view does not keep the array alive, and a dup is referenced nowhere else (see NativeOps).
+    Reference.reachabilityFence(c);
+    Reference.reachabilityFence(a);
     return out;
   }
 
@@ -49,6 +53,7 @@ final class HostArrays {
     if (a.dataType() == DataType.FLOAT) {
       nio(a).asFloatBuffer().put(data);
       Nd4j.getAffinityManager().tagLocation(a, AffinityManager.Location.HOST);
+      Reference.reachabilityFence(a);
     } else {
       double[] d = new double[data.length];
       for (int i = 0; i < d.length; i++) {
@@ -74,6 +79,7 @@ final class HostArrays {
       nio(a).asFloatBuffer().put(staging, 0, data.length);
     }
     Nd4j.getAffinityManager().tagLocation(a, AffinityManager.Location.HOST);
+    Reference.reachabilityFence(a);
   }
 
   private static ByteBuffer nio(INDArray a) {

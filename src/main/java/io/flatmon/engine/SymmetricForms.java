@@ -1,6 +1,5 @@
 package io.flatmon.engine;
 
-import java.lang.ref.Reference;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -42,8 +41,13 @@ final class SymmetricForms {
       for (int j = i; j < blocks; j++) {
         first[q] = i;
         second[q] = j;
-        omegaByPair.get(NDArrayIndex.point(0), NDArrayIndex.interval((long) q * h * h, (long) (q + 1) * h * h))
-            .assign(block(omega, i, j).dup('c').reshape(1, (long) h * h));
+        INDArray slot = omegaByPair.get(NDArrayIndex.point(0),
+            NDArrayIndex.interval((long) q * h * h, (long) (q + 1) * h * h));
+        INDArray block = block(omega, i, j);
+        INDArray copy = block.dup('c');
+        INDArray flat = copy.reshape(1, (long) h * h);
+        slot.assign(flat);
+        NativeOps.keep(slot, block, copy, flat);
         q++;
       }
     }
@@ -113,14 +117,9 @@ final class SymmetricForms {
     }
     INDArray out = work.device(name, (long) m * pairs, size, w);
     INDArray source = factor.reshape('c', (long) m * blocks, size * w);
-    Nd4j.pullRows(source, out.reshape('c', (long) m * pairs, size * w), 1, sources);
-    // pullRows hands the native call only the source's opaque buffer, which is not what keeps it
-    // alive: a view's DataBuffer (a chunk of the batch's M̃ has an offset) frees its native view
-    // struct when collected, and nothing on the Java side uses the source after the call. Without
-    // this fence a GC during the call freed it under the native code (SIGSEGV in
-    // DataBuffer::primary(), once in minutes of the pipeline benchmark with shared chunks).
-    Reference.reachabilityFence(source);
-    Reference.reachabilityFence(factor);
+    INDArray target = out.reshape('c', (long) m * pairs, size * w);
+    Nd4j.pullRows(source, target, 1, sources);
+    NativeOps.keep(factor, source, target);
     return out;
   }
 
@@ -135,7 +134,9 @@ final class SymmetricForms {
     int h = size;
     INDArray gamma = work.device(tag + "Gamma", (long) m * pairs, h, h);
     Nd4j.matmul(left, right, gamma, false, true, false);
-    gamma.reshape('c', m, (long) pairs * h * h).muliRowVector(omegaByPair);
+    INDArray flat = gamma.reshape('c', m, (long) pairs * h * h);
+    flat.muliRowVector(omegaByPair);
+    NativeOps.keep(flat);
     INDArray y = work.device(tag + "Y", (long) m * pairs, h, k);
     Nd4j.matmul(gamma, rows.byPair(), y, false, true, false);
     return accumulate(work.read(tag + "Y", y), rows.host(), m, k);
