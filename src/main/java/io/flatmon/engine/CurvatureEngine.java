@@ -171,11 +171,11 @@ public final class CurvatureEngine implements CurvatureComputer {
       Nd4j.gemm(weights.kernel, x, zc, false, false, 1.0, 0.0);
       INDArray biasColumn = weights.bias == null ? null : weights.bias.reshape(c, 1);
       if (biasColumn != null) {
-        zc.addiColumnVector(biasColumn);
+        NativeOps.add(zc, biasColumn, zc);
       }
       INDArray scaleColumn = weights.scale == null ? null : weights.scale.reshape(c, 1);
       if (scaleColumn != null) {
-        zc.muliColumnVector(scaleColumn);
+        NativeOps.multiply(zc, scaleColumn, zc);
       }
       INDArray zcBySample = zc.reshape('c', c, b, p).permute(1, 0, 2);
       z = zcBySample.dup('c');
@@ -630,7 +630,8 @@ public final class CurvatureEngine implements CurvatureComputer {
       }
       INDArray rowDouble = Nd4j.create(r, new long[] {1, r.length}, 'c');
       INDArray row = rowDouble.castTo(dtype);
-      INDArray scaled = kernel.mulRowVector(row);
+      INDArray scaled = Nd4j.createUninitialized(dtype, kernel.shape());
+      NativeOps.multiply(kernel, row, scaled);
       NativeOps.keep(rowDouble, row);
       INDArray omegaPrime = Nd4j.createUninitialized(dtype, head.channels(), head.channels());
       Nd4j.gemm(scaled, scaled, omegaPrime, false, true, 1.0, 0.0);

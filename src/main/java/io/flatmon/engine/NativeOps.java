@@ -1,20 +1,29 @@
 package io.flatmon.engine;
 
 import java.lang.ref.Reference;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.ops.impl.shape.Gather;
+import org.nd4j.linalg.api.ops.impl.transforms.pairwise.arithmetic.AddOp;
+import org.nd4j.linalg.api.ops.impl.transforms.pairwise.arithmetic.MulOp;
+import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * Keeps ND4J arrays reachable until the native operations that read or write them have returned.
+ * The ND4J calls the engine makes where ND4J itself does not keep their arrays alive through the
+ * native call, done in a way that does.
  *
- * <p>Why: ND4J's legacy operations (broadcast, pairwise, scalar, transform, pullRows; not the custom
- * ops such as matmul, whose context holds its arrays) pass the native code only the arrays' opaque
- * buffer handles. Every reshape or view has a DataBuffer of its own, and when that DataBuffer is
- * collected ND4J's deallocator deletes its native handle — also while a native call is still using
- * it, because nothing on the Java side refers to a temporary (a reshape passed straight into a call,
- * a receiver whose result is discarded) once the handle has been read. A GC on another thread then
- * crashes the JVM (SIGSEGV in {@code DataBuffer::primary()}: seen in {@code muliRowVector} and
- * {@code pullRows} after minutes of the pipeline benchmark) or, for a fresh array that owns its
- * memory, reads freed memory. So every such temporary is held in a local and passed to {@link #keep}
- * after its last native use.
+ * <p>Why: ND4J hands native code only the arrays' opaque buffer handles, and when a DataBuffer is
+ * collected its deallocator deletes the handle (and, for an array that owns its memory, the memory)
+ * — also while a native call still uses it. Every reshape or view has a DataBuffer of its own, so a
+ * temporary passed straight into a call, or a receiver whose result is discarded, is collectable as
+ * soon as its handle has been read. ND4J's custom ops (matmul, multiply, gather…) keep their arrays
+ * in the op context until the call returns, and its legacy scalar, transform and reduce ops keep the
+ * op (which refers to them) alive; but its legacy broadcast ops ({@code muliRowVector},
+ * {@code addiColumnVector}) and {@code pullRows} drop every Java reference before the native call,
+ * including arrays they create themselves (the broadcast dimensions, the row indices). A GC on
+ * another thread then crashes the JVM: SIGSEGV in {@code DataBuffer::primary()} or
+ * {@code TadDescriptor::TadDescriptor}, seen in both after minutes of the pipeline benchmark. So the
+ * engine uses the custom ops below instead, and holds any other temporary in a local passed to
+ * {@link #keep} after its last native use.
  */
 final class NativeOps {
   private NativeOps() {
@@ -25,5 +34,22 @@ final class NativeOps {
     for (Object a : arrays) {
       Reference.reachabilityFence(a);
     }
+  }
+
+  /** z = x ∘ y elementwise, y broadcast to x's shape (e.g. a [1, n] row over [m, n]); z may be x. */
+  static void multiply(INDArray x, INDArray y, INDArray z) {
+    Nd4j.exec(new MulOp(x, y, z));
+  }
+
+  /** z = x + y elementwise, y broadcast to x's shape; z may be x. */
+  static void add(INDArray x, INDArray y, INDArray z) {
+    Nd4j.exec(new AddOp(x, y, z));
+  }
+
+  /** target[i] = source[rows[i]] along the first axis (target has rows.length rows). */
+  static void gatherRows(INDArray source, int[] rows, INDArray target) {
+    Gather gather = new Gather(source, Nd4j.createFromArray(rows), 0);
+    gather.addOutputArgument(target);
+    Nd4j.exec(gather);
   }
 }

@@ -118,8 +118,7 @@ final class SymmetricForms {
     INDArray out = work.device(name, (long) m * pairs, size, w);
     INDArray source = factor.reshape('c', (long) m * blocks, size * w);
     INDArray target = out.reshape('c', (long) m * pairs, size * w);
-    Nd4j.pullRows(source, target, 1, sources);
-    NativeOps.keep(factor, source, target);
+    NativeOps.gatherRows(source, sources, target);
     return out;
   }
 
@@ -135,8 +134,7 @@ final class SymmetricForms {
     INDArray gamma = work.device(tag + "Gamma", (long) m * pairs, h, h);
     Nd4j.matmul(left, right, gamma, false, true, false);
     INDArray flat = gamma.reshape('c', m, (long) pairs * h * h);
-    flat.muliRowVector(omegaByPair);
-    NativeOps.keep(flat);
+    NativeOps.multiply(flat, omegaByPair, flat);
     INDArray y = work.device(tag + "Y", (long) m * pairs, h, k);
     Nd4j.matmul(gamma, rows.byPair(), y, false, true, false);
     return accumulate(work.read(tag + "Y", y), rows.host(), m, k);
