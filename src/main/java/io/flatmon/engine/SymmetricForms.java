@@ -134,7 +134,7 @@ final class SymmetricForms {
     INDArray gamma = work.device(tag + "Gamma", (long) m * pairs, h, h);
     Nd4j.matmul(left, right, gamma, false, true, false);
     INDArray flat = gamma.reshape('c', m, (long) pairs * h * h);
-    NativeOps.multiply(flat, omegaByPair, flat);
+    NativeOps.multiplyRowsInPlace(flat, omegaByPair);
     INDArray y = work.device(tag + "Y", (long) m * pairs, h, k);
     Nd4j.matmul(gamma, rows.byPair(), y, false, true, false);
     return accumulate(work.read(tag + "Y", y), rows.host(), m, k);
