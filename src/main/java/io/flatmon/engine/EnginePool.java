@@ -235,15 +235,7 @@ public final class EnginePool implements CurvatureComputer, AutoCloseable {
             // chunks cannot be abandoned: keep waiting
           }
         }
-        if (failure instanceof RuntimeException r) {
-          throw r;
-        }
-        if (failure instanceof Error e) {
-          throw e;
-        }
-        if (failure != null) {
-          throw new IllegalStateException(failure);
-        }
+        rethrowIfFailed(failure);
       }
     }
   }
@@ -291,16 +283,21 @@ public final class EnginePool implements CurvatureComputer, AutoCloseable {
       if (interrupted) {
         Thread.currentThread().interrupt();
       }
-      if (failure instanceof RuntimeException r) {
-        throw r;
-      }
-      if (failure instanceof Error e) {
-        throw e;
-      }
-      if (failure != null) {
-        throw new IllegalStateException(failure);
-      }
+      rethrowIfFailed(failure);
       return result;
+    }
+  }
+
+  /** Rethrows a computation's failure unchanged (wrapped only if checked); nothing when null. */
+  private static void rethrowIfFailed(Throwable failure) {
+    if (failure instanceof RuntimeException r) {
+      throw r;
+    }
+    if (failure instanceof Error e) {
+      throw e;
+    }
+    if (failure != null) {
+      throw new IllegalStateException(failure);
     }
   }
 }
