@@ -107,8 +107,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       runId = runIdOf(t);
       if (record.key() == null || !record.key().equals(runId)) {
         throw new RejectedRecordException(RejectReason.INVALID_VALUE, String.format(
-            "record key '%s' differs from run_id '%s': key telemetry by run_id so each run stays in order",
-            record.key(), runId));
+            "record key %s differs from run_id %s: key telemetry by run_id so each run stays in order",
+            io.flatmon.schema.UntrustedText.quote(record.key()), io.flatmon.schema.UntrustedText.quote(runId)));
       }
       switch (t.getRecordCase()) {
         case RUN_STARTED -> onRunStarted(t.getRunStarted(), record.timestamp());
@@ -138,10 +138,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       default -> throw new RejectedRecordException(RejectReason.UNKNOWN_RECORD_TYPE,
           "the record sets no known variant (newer schema?)");
     };
-    if (id.isEmpty()) {
-      throw new RejectedRecordException(RejectReason.MISSING_FIELD, "run_id is required");
-    }
-    return id;
+    return io.flatmon.schema.RunIds.require(id);
   }
 
   private void onRunStarted(io.flatmon.proto.v1.RunStarted started, long timestamp) {
@@ -465,8 +462,9 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     context.recordMetadata().ifPresent((RecordMetadata md) -> r.setSourceTopic(md.topic())
         .setSourcePartition(md.partition()).setSourceOffset(md.offset()));
     listener.onRejected(reason);
-    LOG.warn("rejected record {}/{}@{} of run '{}': {}: {}", r.getSourceTopic(), r.getSourcePartition(),
-        r.getSourceOffset(), r.getRunId(), reason, detail);
+    LOG.warn("rejected record {}/{}@{} of run {}: {}: {}", r.getSourceTopic(), r.getSourcePartition(),
+        r.getSourceOffset(), io.flatmon.schema.UntrustedText.quote(r.getRunId()), reason,
+        io.flatmon.schema.UntrustedText.quote(detail));
     context.forward(new Record<>(runId, r.build().toByteArray(), record.timestamp()),
         FlatmonTopology.DEAD_LETTER_SINK);
   }
