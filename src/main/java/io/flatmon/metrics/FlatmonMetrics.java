@@ -35,6 +35,8 @@ import org.apache.kafka.streams.KafkaStreams;
  */
 public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
   private static final String OPENMETRICS = "application/openmetrics-text";
+  /** Longest label value of a run's series (UTF-16 chars). */
+  static final int MAX_LABEL_CHARS = 256;
 
   private final PrometheusMeterRegistry registry = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
   private final Map<String, Map<String, RunSeries>> runs = new ConcurrentHashMap<>();
@@ -101,7 +103,7 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
     });
     RunSeries s = series.get(key);
     if (s == null) {
-      series.put(key, new RunSeries(registry, r.getRunId(), r.getLayer(), split, r));
+      series.put(key, new RunSeries(registry, label(r.getRunId()), label(r.getLayer()), split, r));
       s = series.get(key);
     }
     s.update(r, batchSamples);
@@ -116,12 +118,29 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
 
   @Override
   public void onRunSeen(String runId, String displayName, String framework) {
-    String[] labels = {runId, displayName.isEmpty() ? runId : displayName, framework};
-    String[] old = runInfoLabels.put(runId, labels);
-    if (old != null) {
-      runInfo.remove(old);
+    String[] labels = {label(runId), label(displayName.isEmpty() ? runId : displayName), label(framework)};
+    runInfoLabels.compute(runId, (run, old) -> {
+      if (old != null) {
+        runInfo.remove(old);
+      }
+      runInfo.addLabelValues(labels);
+      return labels;
+    });
+  }
+
+  /**
+   * A label value cut to {@value #MAX_LABEL_CHARS} characters (the last one an ellipsis when cut):
+   * label values come from trainers, and every scrape and every Prometheus series carries them.
+   */
+  static String label(String value) {
+    if (value.length() <= MAX_LABEL_CHARS) {
+      return value;
     }
-    runInfo.setLabelValues(labels);
+    int end = MAX_LABEL_CHARS - 1;
+    if (Character.isHighSurrogate(value.charAt(end - 1))) {
+      end--;
+    }
+    return value.substring(0, end) + "…";
   }
 
   @Override
@@ -166,10 +185,10 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
       series.values().forEach(RunSeries::remove);
     }
     lastSignal.remove(runId);
-    String[] info = runInfoLabels.remove(runId);
-    if (info != null) {
+    runInfoLabels.computeIfPresent(runId, (run, info) -> {
       runInfo.remove(info);
-    }
+      return null;
+    });
     io.micrometer.core.instrument.Gauge g = lastSignalGauges.remove(runId);
     if (g != null) {
       registry.remove(g);
