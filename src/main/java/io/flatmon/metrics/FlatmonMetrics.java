@@ -1,6 +1,5 @@
 package io.flatmon.metrics;
 
-import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpHandler;
 import io.flatmon.engine.EngineInfo;
 import io.flatmon.proto.v1.FlatnessResult;
@@ -18,8 +17,7 @@ import io.micrometer.core.instrument.binder.system.UptimeMetrics;
 import io.micrometer.prometheusmetrics.PrometheusConfig;
 import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
 import io.prometheus.metrics.core.metrics.Info;
-import java.io.OutputStream;
-import java.nio.charset.StandardCharsets;
+import io.prometheus.metrics.exporter.httpserver.MetricsHandler;
 import java.time.Duration;
 import java.util.Locale;
 import java.util.Map;
@@ -201,19 +199,12 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
         : "text/plain; version=0.0.4; charset=utf-8");
   }
 
-  /** GET /metrics. */
+  /**
+   * GET /metrics: the Prometheus library's handler (text or OpenMetrics by the Accept header, gzip by
+   * Accept-Encoding, {@code name[]=} filters).
+   */
   public HttpHandler httpHandler() {
-    return (HttpExchange ex) -> {
-      String accept = ex.getRequestHeaders().getFirst("Accept");
-      boolean open = accept != null && accept.contains(OPENMETRICS);
-      byte[] body = scrape(accept).getBytes(StandardCharsets.UTF_8);
-      ex.getResponseHeaders().set("Content-Type", open ? OPENMETRICS + "; version=1.0.0; charset=utf-8"
-          : "text/plain; version=0.0.4; charset=utf-8");
-      ex.sendResponseHeaders(200, body.length);
-      try (OutputStream out = ex.getResponseBody()) {
-        out.write(body);
-      }
-    };
+    return new MetricsHandler(registry.getPrometheusRegistry());
   }
 
   public PrometheusMeterRegistry registry() {

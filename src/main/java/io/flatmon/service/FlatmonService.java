@@ -3,8 +3,9 @@ package io.flatmon.service;
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.broker.TopicSetup;
 import io.flatmon.engine.EngineInfo;
+import io.flatmon.service.http.HttpEndpoint;
+import io.flatmon.service.http.QueryApi;
 import io.flatmon.stream.FlatmonTopology;
-import io.flatmon.stream.QueryApi;
 import io.flatmon.stream.StreamsSettings;
 import io.flatmon.stream.TopologySettings;
 import java.io.IOException;
@@ -91,7 +92,7 @@ public final class FlatmonService implements AutoCloseable {
   private io.flatmon.engine.EnginePool engines;
   private EmbeddedKafka broker;
   private KafkaStreams streams;
-  private QueryApi api;
+  private HttpEndpoint http;
   private String bootstrap;
 
   public FlatmonService(Config config) {
@@ -116,8 +117,8 @@ public final class FlatmonService implements AutoCloseable {
       LOG.info("embedded Kafka broker listening on {} (data in {})", bootstrap, config.dataDir().resolve("kafka"));
     }
     createTopics();
-    api = new QueryApi(new InetSocketAddress(config.httpHost(), config.httpPort()));
-    HostInfo self = new HostInfo(config.advertisedHost(), api.port());
+    http = new HttpEndpoint(new InetSocketAddress(config.httpHost(), config.httpPort()));
+    HostInfo self = new HostInfo(config.advertisedHost(), http.port());
     Properties props = StreamsSettings.properties(bootstrap, config.applicationId(),
         config.dataDir().resolve("streams"), config.streamThreads(), config.replicationFactor(),
         self.host() + ":" + self.port(), config.clientConfig());
@@ -140,9 +141,8 @@ public final class FlatmonService implements AutoCloseable {
       failure.compareAndSet(null, e);
       return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.REPLACE_THREAD;
     });
-    api.attach(streams, self);
-    api.addContext("/metrics", metrics.httpHandler());
-    api.start();
+    routes(new QueryApi(streams, self));
+    http.start();
     streams.start();
     if (!running.await(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
       throw new IllegalStateException("Kafka Streams did not reach RUNNING within " + timeout.toSeconds()
@@ -156,8 +156,17 @@ public final class FlatmonService implements AutoCloseable {
     LOG.info("flatmon is running in {} s: reading {} from {} with {} stream threads and {} engine threads; "
             + "query API and metrics on http://{}:{}/",
         String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
-        config.streamThreads(), config.engineThreads(), config.httpHost(), api.port());
+        config.streamThreads(), config.engineThreads(), config.httpHost(), http.port());
     return this;
+  }
+
+  /** Every path of the HTTP port (documented in docs/ARCHITECTURE.md, "Query API"). */
+  private void routes(QueryApi query) {
+    http.route("/metrics", metrics.httpHandler())
+        .route("/healthz", query::health)
+        .route("/runs", query::runs)
+        .route("/runs/{run}/latest", query::latest)
+        .route("/runs/{run}/history", query::history);
   }
 
   /** A stable id for this instance, kept in its data dir. */
@@ -196,7 +205,7 @@ public final class FlatmonService implements AutoCloseable {
   }
 
   public int httpPort() {
-    return api.port();
+    return http.port();
   }
 
   public KafkaStreams streams() {
@@ -207,17 +216,17 @@ public final class FlatmonService implements AutoCloseable {
     return metrics;
   }
 
-  /** Registers another HTTP handler (e.g. /metrics) on the instance's port. */
-  public void addHttpContext(String path, com.sun.net.httpserver.HttpHandler handler) {
-    api.addContext(path, handler);
+  /** Adds a route (a path template, see {@link HttpEndpoint#route}) to the instance's HTTP port. */
+  public void addHttpRoute(String template, com.sun.net.httpserver.HttpHandler handler) {
+    http.route(template, handler);
   }
 
   /** Stops the application, the HTTP endpoint and the embedded broker (within about 10 s). */
   @Override
   public void close() {
     long t0 = System.nanoTime();
-    if (api != null) {
-      api.close();
+    if (http != null) {
+      http.close();
     }
     if (streams != null) {
       // Leave the group so the others take over this instance's partitions at once, not after a session timeout.

@@ -2,6 +2,7 @@ package io.flatmon.stream.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonArray;
@@ -81,14 +82,14 @@ class ConcurrentRunsTest {
   }
 
   private static void checkQueryApi(int port, Map<String, FlatnessResult> finals) throws Exception {
-    // Every run has ended: /runs lists live runs only, /runs?all=1 the ended ones still retained too.
-    assertEquals(0, JsonParser.parseString(Services.get(port, "/runs")).getAsJsonArray().size());
-    JsonArray runs = JsonParser.parseString(Services.get(port, "/runs?all=1")).getAsJsonArray();
+    // Every run has ended: /runs lists them while they are retained, with their state and end time.
+    JsonArray runs = JsonParser.parseString(Services.get(port, "/runs")).getAsJsonObject().getAsJsonArray("runs");
     Set<String> ids = new TreeSet<>();
     for (JsonElement e : runs) {
       JsonObject run = e.getAsJsonObject();
       ids.add(run.get("run_id").getAsString());
-      assertTrue(run.get("ended").getAsBoolean(), run.toString());
+      assertEquals("ENDED", run.get("state").getAsString(), run.toString());
+      assertTrue(run.has("ended"), run.toString());
       assertEquals(0, run.get("open_measurements").getAsInt(), run.toString());
       assertEquals(Set.of("layer4.relu", "layer4.gelu"), strings(run.getAsJsonArray("layers")), run.toString());
     }
@@ -121,7 +122,7 @@ class ConcurrentRunsTest {
     assertEquals(4, last.size());
     assertTrue(last.stream().allMatch(r -> r.getStep() == 200));
 
-    assertEquals("[]", Services.get(port, "/runs/no-such-run/latest").strip());
+    assertThrows(AssertionError.class, () -> Services.get(port, "/runs/no-such-run/latest"), "404");
     assertFalse(Services.get(port, "/healthz").isEmpty());
   }
 
@@ -133,7 +134,7 @@ class ConcurrentRunsTest {
 
   private static List<FlatnessResult> parseResults(String json) throws Exception {
     List<FlatnessResult> out = new ArrayList<>();
-    for (JsonElement e : JsonParser.parseString(json).getAsJsonArray()) {
+    for (JsonElement e : JsonParser.parseString(json).getAsJsonObject().getAsJsonArray("results")) {
       FlatnessResult.Builder b = FlatnessResult.newBuilder();
       JsonFormat.parser().merge(e.toString(), b);
       out.add(b.build());
