@@ -13,7 +13,6 @@ import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -77,7 +76,8 @@ public final class HttpEndpoint implements AutoCloseable {
 
   /** Binds the address (port 0: any free one); routes are added with {@link #route} before {@link #start}. */
   public HttpEndpoint(InetSocketAddress bindAddress) throws IOException {
-    int connections = Integer.getInteger("jdk.httpserver.maxConnections", MAX_CONNECTIONS);
+    int cap = Integer.getInteger("jdk.httpserver.maxConnections", MAX_CONNECTIONS);
+    int connections = cap > 0 ? cap : MAX_CONNECTIONS; // 0 would be "unlimited": threads for the default then
     this.server = HttpServer.create(bindAddress, connections);
     this.workers = new ThreadPoolExecutor(connections + 2, connections + 2, 30, TimeUnit.SECONDS,
         new LinkedBlockingQueue<>(), r -> {
@@ -257,12 +257,5 @@ public final class HttpEndpoint implements AutoCloseable {
   public void close() {
     server.stop(0);
     workers.shutdownNow();
-  }
-
-  /** The routes, in matching order (for the docs and tests). */
-  public List<String> templates() {
-    List<String> out = new ArrayList<>();
-    routes.forEach(e -> out.add(e.template()));
-    return out;
   }
 }
