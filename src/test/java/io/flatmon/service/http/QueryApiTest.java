@@ -73,6 +73,7 @@ class QueryApiTest {
         }
         System.out.println("QueryApiTest: " + IDS.length + " runs measured by one instance after " + Services.since(t0));
         check(List.of(a));
+        healthzBesideSlowConnections(a.httpPort());
 
         try (FlatmonService b = start(kafka, "b", app)) {
           awaitShared(a, b);
@@ -122,6 +123,31 @@ class QueryApiTest {
       assertEquals(404, get(s.httpPort(), "/runs/no-such-run/latest", 404, QueryError.newBuilder()).getStatus());
       assertEquals(400, get(s.httpPort(), "/runs/a+b/history?steps=0", 400, QueryError.newBuilder()).getStatus());
       assertEquals(400, get(s.httpPort(), "/runs/a+b/history?steps=x", 400, QueryError.newBuilder()).getStatus());
+    }
+  }
+
+  /** Four connections that never finish their headers leave /healthz and /runs answering within 1 s. */
+  private static void healthzBesideSlowConnections(int port) throws Exception {
+    List<java.net.Socket> held = new ArrayList<>();
+    try {
+      for (int i = 0; i < 4; i++) {
+        java.net.Socket s = new java.net.Socket("127.0.0.1", port);
+        s.getOutputStream().write("GET /runs HTTP/1.1\r\nHost: x\r\n".getBytes(StandardCharsets.US_ASCII));
+        s.getOutputStream().flush();
+        held.add(s);
+      }
+      for (String path : new String[] {"/healthz", "/runs", "/healthz"}) {
+        long t0 = System.nanoTime();
+        HttpResponse<String> r = HTTP.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
+            .timeout(Duration.ofSeconds(10)).GET().build(), HttpResponse.BodyHandlers.ofString());
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        assertEquals(200, r.statusCode(), path);
+        assertTrue(seconds < 1.0, path + " took " + seconds + " s beside 4 slow connections");
+      }
+    } finally {
+      for (java.net.Socket s : held) {
+        s.close();
+      }
     }
   }
 
