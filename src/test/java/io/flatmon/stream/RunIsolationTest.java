@@ -81,7 +81,19 @@ class RunIsolationTest {
   @Test
   void aRunIdWithANewlineCannotForgeALogLineOrADetail() throws Exception {
     List<TelemetryRecord> forger = TelemetryFixtures.smallRun("x\n[main] INFO forged line", 3);
-    forger.forEach(this::send);
+    java.io.PrintStream err = System.err;
+    java.io.ByteArrayOutputStream log = new java.io.ByteArrayOutputStream();
+    System.setErr(new java.io.PrintStream(log, true, java.nio.charset.StandardCharsets.UTF_8));
+    try {
+      forger.forEach(this::send); // slf4j-simple logs to the current System.err
+    } finally {
+      System.setErr(err);
+    }
+    List<String> lines = log.toString(java.nio.charset.StandardCharsets.UTF_8).lines()
+        .filter(l -> l.contains("forged")).toList();
+    assertEquals(forger.size(), lines.size(), String.join("\n", lines));
+    assertTrue(lines.stream().allMatch(l -> l.contains("rejected record") && l.contains("\\n[main] INFO forged")),
+        String.join("\n", lines));
     List<Rejected> rejected = rejected();
     assertEquals(forger.size(), rejected.size());
     for (Rejected r : rejected) {
