@@ -92,6 +92,7 @@ public final class FlatmonService implements AutoCloseable {
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private QueryApi api;
+  private io.flatmon.web.SignalLog signalLog;
   private String bootstrap;
 
   public FlatmonService(Config config) {
@@ -142,6 +143,8 @@ public final class FlatmonService implements AutoCloseable {
     });
     api.attach(streams, self);
     api.addContext("/metrics", metrics.httpHandler());
+    signalLog = io.flatmon.web.SignalLog.start(bootstrap, config.clientConfig(), Duration.ofMillis(config.telemetryRetentionMs()));
+    api.addContext("/", new io.flatmon.web.WebPage(signalLog));
     api.start();
     streams.start();
     if (!running.await(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
@@ -224,6 +227,9 @@ public final class FlatmonService implements AutoCloseable {
       streams.close(org.apache.kafka.streams.CloseOptions.groupMembershipOperation(
           org.apache.kafka.streams.CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
           .withTimeout(Duration.ofSeconds(5)));
+    }
+    if (signalLog != null) {
+      signalLog.close();
     }
     if (engines != null) {
       engines.close();
