@@ -137,13 +137,13 @@ public final class SignalLog implements AutoCloseable {
     return "[" + String.join(",", items) + "]";
   }
 
-  /** JSON array: the run's WARN/STOP signals in order, then its last signal if that is none of them. */
+  /** JSON array: the run's WARN/STOP signals in order, then its last signal if that is a CONTINUE. */
   synchronized String runSignalsJson(String runId) {
     RunSignals r = runs.get(runId);
     List<String> items = new ArrayList<>();
     if (r != null) {
       r.notable.forEach(s -> items.add(json(s)));
-      if (r.notable.peekLast() != r.last) {
+      if (r.last.getAction() != SignalAction.WARN && r.last.getAction() != SignalAction.STOP) {
         items.add(json(r.last));
       }
     }

@@ -337,10 +337,18 @@ function renderRun(id, run, latest, history, signals) {
     const grid = sec.querySelector('.charts');
     for (const spec of CHARTS) {
       let box = grid.querySelector(`[data-chart="${spec.key}"]`);
-      const has = results.some((r) => pick(r, spec.field) !== undefined);
+      const has = results.some((r) => { const v = pick(r, spec.field); return v !== undefined && (spec.scalar || Number.isFinite(est(r, spec.field).mean)); });
       if (!has && spec.optional) { if (box) box.remove(); continue; }
       if (!box) { box = el('div', { class: 'chart', 'data-chart': spec.key, 'data-layer': layer }); grid.append(box); }
-      drawChart(box, layer, spec, results, signals);
+      if (has) {
+        drawChart(box, layer, spec, results, signals);
+      } else {
+        const old = charts.get(`${layer}|${spec.key}`);
+        if (old) { old.plot.destroy(); charts.delete(`${layer}|${spec.key}`); }
+        box.replaceChildren(el('div', { class: 'title', text: spec.title }),
+          el('div', { class: 'empty', text: ['loss', 'accuracy'].includes(spec.field)
+          ? 'not measured: the trainer sends no labels for this layer' : 'not measured' }));
+      }
     }
   }
   document.getElementById('crumbs').replaceChildren(el('a', { href: '#/', text: 'all runs' }), ` / ${id}`);
