@@ -50,7 +50,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class LivePageBrowserTest {
   private static final String CHROMIUM = "/usr/bin/chromium";
-  private static final int STEPS = 6;
+  private static final int STEPS = 4;
   private static final String PLAIN = "resnet18-wd5e-4";
   private static final String STOP = "resnet18:cutout,lr=0.1"; // sent encoded
   private static final String WARN = "vgg11-dropout";
@@ -154,8 +154,9 @@ class LivePageBrowserTest {
   @Test
   void fleetViewShowsEveryRunWithTheQueryApisValues() throws Exception {
     long t0 = System.nanoTime();
-    String dom = chromium("/", "--dump-dom");
-    System.out.println("fleet view DOM in " + Services.since(t0));
+    Path png = SHOTS.resolve("fleet.png").toAbsolutePath();
+    String dom = render("/", png, 1400, 420);
+    System.out.println("fleet view rendered in " + Services.since(t0));
     Map<String, Map<String, String>> rows = fleetRows(dom);
     assertEquals(List.of(ENDED, PLAIN, STOP, WARN).stream().sorted().toList(),
         rows.keySet().stream().sorted().toList(), "one row per run; DOM:\n" + dom);
@@ -180,7 +181,6 @@ class LivePageBrowserTest {
     assertEquals("live", rows.get(PLAIN).get("state"));
     assertEquals(4, count(dom, "<polyline"), "a κ sparkline per run");
 
-    Path png = screenshot("/", "fleet.png", 1400, 420);
     BufferedImage image = ImageIO.read(png.toFile());
     assertTrue(countColor(image, 0xc62828) > 50, "the STOP badge is drawn");
   }
@@ -189,8 +189,9 @@ class LivePageBrowserTest {
   void runViewDrawsCurvesAndTheStopMarker() throws Exception {
     String path = "/#/run/" + enc(STOP);
     long t0 = System.nanoTime();
-    String dom = chromium(path, "--dump-dom");
-    System.out.println("run view DOM in " + Services.since(t0));
+    Path png = SHOTS.resolve("run.png").toAbsolutePath();
+    String dom = render(path, png, 1400, 1000);
+    System.out.println("run view rendered in " + Services.since(t0));
     assertTrue(dom.contains("class=\"run-id\">" + htmlEscape(STOP) + "<"), "the run view of " + STOP);
     Matcher stop = Pattern.compile("<li class=\"STOP\" data-step=\"(\\d+)\" data-action=\"STOP\" "
         + "data-reason=\"PATIENCE_EXHAUSTED\">").matcher(dom);
@@ -219,7 +220,6 @@ class LivePageBrowserTest {
     assertTrue(shown.find());
     assertEquals(mean(latest, layer, "TRAIN", "relative_flatness"), Double.parseDouble(shown.group(1)));
 
-    Path png = screenshot(path, "run.png", 1400, 1000);
     BufferedImage image = ImageIO.read(png.toFile());
     // The curves: pixels in the exact train and eval stroke colours (nothing else on the page uses them).
     int train = countColor(image, 0x1f5fbf);
@@ -245,12 +245,12 @@ class LivePageBrowserTest {
     return new String(out, StandardCharsets.UTF_8);
   }
 
-  private static Path screenshot(String path, String name, int width, int height) throws Exception {
-    Path png = SHOTS.resolve(name).toAbsolutePath();
+  /** The DOM after the page's scripts ran (8 s of virtual time), and a screenshot of the window in {@code png}. */
+  private static String render(String path, Path png, int width, int height) throws Exception {
     Files.deleteIfExists(png);
-    chromium(path, "--screenshot=" + png, "--window-size=" + width + "," + height);
+    String dom = chromium(path, "--dump-dom", "--screenshot=" + png, "--window-size=" + width + "," + height);
     assertTrue(Files.size(png) > 10_000, "a screenshot at " + png);
-    return png;
+    return dom;
   }
 
   private static int countColor(BufferedImage image, int rgb) {
