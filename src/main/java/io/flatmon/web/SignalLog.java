@@ -78,8 +78,15 @@ public final class SignalLog implements AutoCloseable {
     try {
       List<TopicPartition> partitions = new ArrayList<>();
       while (partitions.isEmpty() && !closed) {
-        consumer.partitionsFor(Topics.SIGNALS, Duration.ofSeconds(10))
-            .forEach(p -> partitions.add(new TopicPartition(p.topic(), p.partition())));
+        try {
+          consumer.partitionsFor(Topics.SIGNALS, Duration.ofSeconds(10))
+              .forEach(p -> partitions.add(new TopicPartition(p.topic(), p.partition())));
+        } catch (org.apache.kafka.common.errors.TimeoutException e) {
+          LOG.debug("no metadata for {} yet", Topics.SIGNALS);
+        }
+        if (partitions.isEmpty()) {
+          Thread.sleep(1000);
+        }
       }
       consumer.assign(partitions);
       long since = System.currentTimeMillis() - lookback.toMillis();
@@ -105,6 +112,8 @@ public final class SignalLog implements AutoCloseable {
       }
     } catch (WakeupException e) {
       // closing
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
     } catch (RuntimeException e) {
       if (!closed) {
         LOG.warn("the signal log stopped reading {}; the page shows no new signals", Topics.SIGNALS, e);
