@@ -262,9 +262,10 @@ function signalMarkers(holder) {
       if (a === 'STOP') {
         ctx.fillStyle = SIGNAL_COLORS.STOP;
         ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-        ctx.textAlign = x > u.bbox.left + u.bbox.width * 0.7 ? 'right' : 'left';
-        const dx = ctx.textAlign === 'right' ? -5 : 5;
-        ctx.fillText(`STOP ${pick(s, 'reason') ?? ''}`, x + dx * devicePixelRatio, top + 12 * devicePixelRatio);
+        const label = `STOP ${pick(s, 'reason') ?? ''}`;
+        const fits = x + 5 * devicePixelRatio + ctx.measureText(label).width <= u.bbox.left + u.bbox.width;
+        ctx.textAlign = fits ? 'left' : 'right';
+        ctx.fillText(label, x + (fits ? 5 : -5) * devicePixelRatio, top + 12 * devicePixelRatio);
       }
     }
     ctx.restore();
