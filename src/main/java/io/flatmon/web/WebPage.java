@@ -39,6 +39,21 @@ public final class WebPage implements HttpHandler {
     this.signals = signals;
   }
 
+  /** Whether this handler answers the raw path (its files, /signals, /signals/{run}), for a routing table. */
+  public static boolean serves(String rawPath) {
+    return FILES.containsKey(rawPath) || rawPath.equals("/signals") || runOfSignalsPath(rawPath) != null;
+  }
+
+  /** The encoded run id of /signals/{run}, or null. */
+  private static String runOfSignalsPath(String rawPath) {
+    String prefix = "/signals/";
+    if (!rawPath.startsWith(prefix) || rawPath.length() == prefix.length()
+        || rawPath.indexOf('/', prefix.length()) >= 0) {
+      return null;
+    }
+    return rawPath.substring(prefix.length());
+  }
+
   @Override
   public void handle(HttpExchange ex) throws IOException {
     try (ex) {
@@ -65,10 +80,9 @@ public final class WebPage implements HttpHandler {
         json(ex, signals == null ? "[]" : signals.lastSignalsJson());
         return;
       }
-      if (path.startsWith("/signals/") && path.indexOf('/', "/signals/".length()) < 0
-          && path.length() > "/signals/".length()) {
-        String run = decode(path.substring("/signals/".length()));
-        json(ex, signals == null ? "[]" : signals.runSignalsJson(run));
+      String encodedRun = runOfSignalsPath(path);
+      if (encodedRun != null) {
+        json(ex, signals == null ? "[]" : signals.runSignalsJson(decode(encodedRun)));
         return;
       }
       send(ex, 404, "text/plain; charset=utf-8", ("not found: " + path + "\n").getBytes(StandardCharsets.UTF_8));
