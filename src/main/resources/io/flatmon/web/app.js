@@ -108,7 +108,7 @@ function fleetRow(run, latest, history, lastSignal) {
     .map((r) => [step(r), mean(r, 'relative_flatness')]).sort((a, b) => a[0] - b[0]);
   return {
     id, run: pick(run, 'display_name') || id, state: runEnded(run) ? 'ended' : 'live', layer,
-    step: Math.max(train ? step(train) : NaN, evl ? step(evl) : NaN, -Infinity),
+    step: Math.max(-Infinity, ...[train, evl].filter(Boolean).map(step)),
     kappa: mean(train, 'relative_flatness'), kappaNorm: mean(train, 'relative_flatness_normalized'),
     traceH: mean(train, 'hessian_trace'), lossTrain: mean(train, 'loss'), lossEval: mean(evl, 'loss'),
     accTrain: mean(train, 'accuracy'), accEval: mean(evl, 'accuracy'),
