@@ -118,6 +118,8 @@ final class DemoCommand implements Callable<Integer> {
     FlatnessResult eval;
     TrainerSignal signal;
     TrainerSignal stop;
+    final List<FlatnessResult> finals = new ArrayList<>();
+    final List<TrainerSignal> signals = new ArrayList<>();
 
     Trainer(String name, String runId, String regularisation, List<String> args) {
       this.name = name;
@@ -180,8 +182,8 @@ final class DemoCommand implements Callable<Integer> {
         return 2;
       }
       String http = "http://127.0.0.1:" + service.httpPort();
-      out.printf("flatmon serving: Kafka %s%n  query API  %s/runs%n  metrics    %s/metrics%n%n",
-          service.bootstrapServers(), http, http);
+      out.printf("flatmon serving: the live page at %s/%n  Kafka      %s%n  query API  %s/runs%n"
+          + "  metrics    %s/metrics%n%n", http, service.bootstrapServers(), http, http);
       out.flush();
       String suffix = Long.toString(System.currentTimeMillis() / 1000 % 100000, 36);
       trainers.add(new Trainer("overfit", "demo-overfit-" + suffix, "150 samples, 40% label noise, none",
@@ -196,6 +198,8 @@ final class DemoCommand implements Callable<Integer> {
         }
         rc = watch(trainers, consumer, out, http);
       }
+      writeCurves(trainers, dataDir != null ? dir.resolve("charts") : repo.resolve("target").resolve("demo-charts"),
+          out);
     } finally {
       for (Trainer t : trainers) {
         stopProcess(t);
@@ -337,6 +341,7 @@ final class DemoCommand implements Callable<Integer> {
             if (!res.getFinal()) {
               continue;
             }
+            t.finals.add(res);
             if (res.getSplit() == Split.EVAL) {
               if (t.eval == null || res.getStep() >= t.eval.getStep()) {
                 t.eval = res;
@@ -346,6 +351,7 @@ final class DemoCommand implements Callable<Integer> {
             }
           } else {
             TrainerSignal s = TrainerSignal.parseFrom(r.value());
+            t.signals.add(s);
             t.signal = s;
             if (s.getAction() == SignalAction.STOP && t.stop == null) {
               t.stop = s;
@@ -433,6 +439,22 @@ final class DemoCommand implements Callable<Integer> {
         http, http);
     out.flush();
     return rc;
+  }
+
+  /** A PNG of each run's curves (what the live page charts), drawn from the final results the demo read. */
+  private static void writeCurves(List<Trainer> trainers, Path dir, PrintWriter out) {
+    try {
+      Files.createDirectories(dir);
+      out.println("Curves of each run (PNG):");
+      for (Trainer t : trainers) {
+        Path png = dir.resolve(t.name + ".png");
+        io.flatmon.web.CurvesImage.write(png, t.name + " (" + t.regularisation + ")", null, t.finals, t.signals);
+        out.println("  " + png.toAbsolutePath());
+      }
+    } catch (IOException | RuntimeException e) {
+      out.println("flatmon demo: could not draw the curves: " + e);
+    }
+    out.flush();
   }
 
   private static List<String> table(List<Trainer> trainers) {

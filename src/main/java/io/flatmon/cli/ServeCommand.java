@@ -150,8 +150,8 @@ final class ServeCommand implements Callable<Integer> {
       service.close();
       return 2;
     }
-    spec.commandLine().getOut().printf("flatmon serving: Kafka %s, query API and metrics http://%s:%d/runs%n",
-        service.bootstrapServers(), httpHost, service.httpPort());
+    spec.commandLine().getOut().printf("flatmon serving: Kafka %s, query API and metrics http://%s:%d/runs,"
+        + " live page http://%2$s:%3$d/%n", service.bootstrapServers(), httpHost, service.httpPort());
     spec.commandLine().getOut().flush();
     stopped.await();
     return 0;

@@ -5,6 +5,8 @@ import io.flatmon.broker.TopicSetup;
 import io.flatmon.engine.EngineInfo;
 import io.flatmon.service.http.HttpEndpoint;
 import io.flatmon.service.http.QueryApi;
+import io.flatmon.web.SignalLog;
+import io.flatmon.web.WebPage;
 import io.flatmon.stream.FlatmonTopology;
 import io.flatmon.stream.StreamsSettings;
 import io.flatmon.stream.TopologySettings;
@@ -93,6 +95,7 @@ public final class FlatmonService implements AutoCloseable {
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private HttpEndpoint http;
+  private SignalLog signalLog;
   private String bootstrap;
 
   public FlatmonService(Config config) {
@@ -141,7 +144,8 @@ public final class FlatmonService implements AutoCloseable {
       failure.compareAndSet(null, e);
       return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.REPLACE_THREAD;
     });
-    routes(new QueryApi(streams, self));
+    signalLog = SignalLog.start(bootstrap, config.clientConfig(), Duration.ofMillis(config.telemetryRetentionMs()));
+    routes(new QueryApi(streams, self), new WebPage(signalLog));
     http.start();
     streams.start();
     if (!running.await(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
@@ -161,12 +165,15 @@ public final class FlatmonService implements AutoCloseable {
   }
 
   /** Every path of the HTTP port (documented in docs/ARCHITECTURE.md, "Query API"). */
-  private void routes(QueryApi query) {
+  private void routes(QueryApi query, WebPage page) {
     http.route("/metrics", metrics.httpHandler())
         .route("/healthz", query::health)
         .route("/runs", query::runs)
         .route("/runs/{run}/latest", query::latest)
         .route("/runs/{run}/history", query::history);
+    for (String template : WebPage.ROUTES) {
+      http.route(template, page);
+    }
   }
 
   /** A stable id for this instance, kept in its data dir. */
@@ -233,6 +240,9 @@ public final class FlatmonService implements AutoCloseable {
       streams.close(org.apache.kafka.streams.CloseOptions.groupMembershipOperation(
           org.apache.kafka.streams.CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
           .withTimeout(Duration.ofSeconds(5)));
+    }
+    if (signalLog != null) {
+      signalLog.close();
     }
     if (engines != null) {
       engines.close();
