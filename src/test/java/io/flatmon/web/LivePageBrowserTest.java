@@ -90,7 +90,7 @@ class LivePageBrowserTest {
     }
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
     while (!(allMeasured() && api("/signals/" + enc(STOP)).contains("\"action\":\"STOP\""))) {
-      assertTrue(System.nanoTime() < deadline, "runs not measured in 90 s: " + api("/runs?all=1") + "\n"
+      assertTrue(System.nanoTime() < deadline, "runs not measured in 90 s: " + api("/runs") + "\n"
           + api("/runs/" + enc(STOP) + "/history?steps=100") + "\nsignals: " + api("/signals"));
       Thread.sleep(500);
     }
@@ -116,14 +116,14 @@ class LivePageBrowserTest {
   private static boolean allMeasured() throws Exception {
     for (String run : List.of(PLAIN, STOP, WARN, ENDED)) {
       int finals = 0;
-      for (JsonNode r : JSON.readTree(api("/runs/" + enc(run) + "/history?steps=100"))) {
+      for (JsonNode r : JSON.readTree(api("/runs/" + enc(run) + "/history?steps=100")).path("results")) {
         finals += r.path("final").asBoolean() ? 1 : 0;
       }
       if (finals < STEPS * 2 * 2) { // steps × layers × splits
         return false;
       }
     }
-    for (JsonNode r : JSON.readTree(api("/runs?all=1"))) {
+    for (JsonNode r : JSON.readTree(api("/runs")).path("runs")) {
       if (field(r, "run_id").asText().equals(ENDED)) {
         return field(r, "ended").asBoolean() || field(r, "state").asText().equalsIgnoreCase("ended");
       }
@@ -299,7 +299,7 @@ class LivePageBrowserTest {
 
   /** The mean of an Estimate in the query API's JSON of /latest, for one (layer, split). */
   private static double mean(String latestJson, String layer, String split, String name) throws IOException {
-    for (JsonNode r : JSON.readTree(latestJson)) {
+    for (JsonNode r : JSON.readTree(latestJson).path("results")) {
       if (field(r, "layer").asText().equals(layer) && field(r, "split").asText().equals(split)) {
         JsonNode estimate = field(r, name);
         assertTrue(estimate.isObject(), name + " in " + r);
