@@ -116,7 +116,11 @@ class LivePageBrowserTest {
   private static boolean allMeasured() throws Exception {
     for (String run : List.of(PLAIN, STOP, WARN, ENDED)) {
       int finals = 0;
-      for (JsonNode r : JSON.readTree(api("/runs/" + enc(run) + "/history?steps=100")).path("results")) {
+      HttpResponse<String> history = fetch("GET", "/runs/" + enc(run) + "/history?steps=100");
+      if (history.statusCode() == 404) { // not seen yet
+        return false;
+      }
+      for (JsonNode r : JSON.readTree(history.body()).path("results")) {
         finals += r.path("final").asBoolean() ? 1 : 0;
       }
       if (finals < STEPS * 2 * 2) { // steps × layers × splits
