@@ -40,7 +40,7 @@ public final class CurvatureEngine implements CurvatureComputer {
    * Γ is written, multiplied by Ω and read by the Y GEMM in turn, and a chunk that stays in cache
    * between those passes made the CIFAR shape 1.3x faster than 64 MiB chunks streamed through memory.
    */
-  private static final long CHUNK_ELEMENTS = 1L << 20;
+  static final long CHUNK_ELEMENTS = 1L << 20;
 
 
   private final GramRoute route;
@@ -107,11 +107,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /** Chooses the Γ route for a shape (docs/math.md §6). */
-  static boolean usesPatchGram(GramRoute route, int c, int d, int p) {
+  static boolean usesPatchGram(GramRoute route, long c, long d, long p) {
     return switch (route) {
       case PATCH_GRAM -> true;
       case FILTER_GRAM -> false;
-      case AUTO -> (long) p * (c + d) < (long) c * d;
+      case AUTO -> BatchCost.mul(p, c + d) < BatchCost.mul(c, d);
     };
   }
 
@@ -125,7 +125,48 @@ public final class CurvatureEngine implements CurvatureComputer {
    * its workers). Everything up to the chunks — uploads, σ, the Grams, M̃ — runs here, once.
    */
   BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms, ChunkRunner runner) {
+    requireCapacity(head, batch, inputChannelRms != null);
     batch.checkAgainst(head);
+    try {
+      return computeWithin(head, batch, inputChannelRms, runner);
+    } catch (OutOfMemoryError e) {
+      // The heap or JavaCPP's off-heap cap (Pointer's "Cannot allocate") refused one of the batch's
+      // arrays: they are unreachable once this returns, so the engine goes on with the next batch.
+      throw new EngineCapacityException("out of memory measuring a batch of " + batch.samples() + " × "
+          + batch.inputChannels() + " × " + batch.height() + " × " + batch.width() + ": " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * Refuses a batch whose arrays ({@link BatchCost}) could not be allocated in this JVM: over JavaCPP's
+   * off-heap cap ({@code org.bytedeco.javacpp.maxbytes}), over the heap, or over int indexing. Callers
+   * check their own, tighter limits from declared shapes before decoding ({@link WorkLimits}); this is
+   * the engine's own guard, so that no caller can make it request memory that is not there — libnd4j
+   * writes to what its malloc returns without checking, and a NULL there kills the JVM.
+   */
+  private void requireCapacity(HeadSnapshot head, ActivationBatch batch, boolean normalized) {
+    BatchCost cost = BatchCost.of(route, head.channels(), head.inputChannels(), head.geometry(), head.classes(),
+        head.activation(), batch.samples(), batch.height(), batch.width(), batch.hasPreActivation(), normalized,
+        dtype == DataType.FLOAT ? 4 : 8);
+    String problem = null;
+    if (cost.largestArrayElements() > BatchCost.MAX_ARRAY_ELEMENTS) {
+      problem = "an array of " + cost.largestArrayElements() + " elements is beyond int indexing";
+    } else if (org.bytedeco.javacpp.Pointer.maxBytes() > 0
+        && cost.deviceBytes() > org.bytedeco.javacpp.Pointer.maxBytes()) {
+      problem = "its native arrays (" + BatchCost.bytes(cost.deviceBytes()) + ") exceed the off-heap cap of "
+          + BatchCost.bytes(org.bytedeco.javacpp.Pointer.maxBytes());
+    } else if (cost.hostBytes() > Runtime.getRuntime().maxMemory()) {
+      problem = "its host arrays (" + BatchCost.bytes(cost.hostBytes()) + ") exceed the heap of "
+          + BatchCost.bytes(Runtime.getRuntime().maxMemory());
+    }
+    if (problem != null) {
+      throw new EngineCapacityException("the engine cannot hold this batch: " + problem + "; "
+          + cost.describe(batch.samples()));
+    }
+  }
+
+  private BatchCurvature computeWithin(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms,
+      ChunkRunner runner) {
     ConvGeometry geo = head.geometry();
     int b = batch.samples();
     int c = head.channels();
