@@ -127,8 +127,8 @@ public final class CurvatureEngine implements CurvatureComputer {
   BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms, ChunkRunner runner) {
     requireCapacity(head, batch, inputChannelRms != null);
     batch.checkAgainst(head);
-    try {
-      return computeWithin(head, batch, inputChannelRms, runner);
+    try (NativeOps.Scope scope = NativeOps.scope()) {
+      return computeWithin(head, batch, inputChannelRms, runner, scope);
     } catch (OutOfMemoryError e) {
       // The heap or JavaCPP's off-heap cap (Pointer's "Cannot allocate") refused one of the batch's
       // arrays: they are unreachable once this returns, so the engine goes on with the next batch.
@@ -165,8 +165,9 @@ public final class CurvatureEngine implements CurvatureComputer {
     }
   }
 
+  /** The computation, every ND4J temporary held by {@code scope} until all chunks have run. */
   private BatchCurvature computeWithin(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms,
-      ChunkRunner runner) {
+      ChunkRunner runner, NativeOps.Scope scope) {
     ConvGeometry geo = head.geometry();
     int b = batch.samples();
     int c = head.channels();
@@ -198,7 +199,7 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray cols = buffer("cols", b, cin, geo.kernelHeight(), geo.kernelWidth(), outH, outW);
       Convolution.im2col(input, geo.kernelHeight(), geo.kernelWidth(), geo.strideHeight(), geo.strideWidth(),
           geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false, cols);
-      patches = cols.reshape('c', b, d, p);
+      patches = scope.hold(cols.reshape('c', b, d, p));
     }
 
     INDArray z;
@@ -206,25 +207,23 @@ public final class CurvatureEngine implements CurvatureComputer {
       z = upload("z", batch.preActivation(), b, c, p);
     } else {
       // Conv forward as one GEMM with the shared kernel: Z = W_f [X_1 … X_B], then a·(· + β).
-      INDArray patchesByChannel = patches.permute(1, 0, 2);
-      INDArray x = patchesByChannel.dup('c').reshape('c', d, (long) b * p);
+      INDArray patchesByChannel = scope.hold(patches.permute(1, 0, 2));
+      INDArray x = scope.hold(scope.hold(patchesByChannel.dup('c')).reshape('c', d, (long) b * p));
       INDArray zc = buffer("zc", c, (long) b * p);
       Nd4j.gemm(weights.kernel, x, zc, false, false, 1.0, 0.0);
-      INDArray biasColumn = weights.bias == null ? null : weights.bias.reshape(c, 1);
+      INDArray biasColumn = weights.bias == null ? null : scope.hold(weights.bias.reshape(c, 1));
       if (biasColumn != null) {
         NativeOps.add(zc, biasColumn, zc);
       }
-      INDArray scaleColumn = weights.scale == null ? null : weights.scale.reshape(c, 1);
+      INDArray scaleColumn = weights.scale == null ? null : scope.hold(weights.scale.reshape(c, 1));
       if (scaleColumn != null) {
         NativeOps.multiply(zc, scaleColumn, zc);
       }
-      INDArray zcBySample = zc.reshape('c', c, b, p).permute(1, 0, 2);
-      z = zcBySample.dup('c');
-      NativeOps.keep(patchesByChannel, x, biasColumn, scaleColumn, zcBySample);
+      INDArray zcBySample = scope.hold(scope.hold(zc.reshape('c', c, b, p)).permute(1, 0, 2));
+      z = scope.hold(zcBySample.dup('c'));
     }
-    ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z,
-        buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p));
-    NativeOps.keep(z); // the conv forward's Z is referenced nowhere else
+    ActivationKernels.Derivatives sigma = scope.hold(ActivationKernels.evaluate(head.activation(), z,
+        buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p)));
     double[][] pooled = rows(work.read("pooled", sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
     // (A scalar multiply when there is no scale: ND4J's [B, C, P] ∘ [1, C, 1] broadcast is several times
@@ -236,9 +235,8 @@ public final class CurvatureEngine implements CurvatureComputer {
     INDArray gram = null;
     INDArray gramNorm = null;
     INDArray inverseRms = normalized == null || patches == null ? null
-        : inverseExpandedRms(head, inputChannelRms).reshape(1, d, 1);
-    INDArray scaledPatches = inverseRms == null ? null : patches.mul(inverseRms);
-    NativeOps.keep(inverseRms);
+        : scope.hold(scope.hold(inverseExpandedRms(head, inputChannelRms)).reshape(1, d, 1));
+    INDArray scaledPatches = inverseRms == null ? null : scope.hold(patches.mul(inverseRms));
     double[][] patchNorms = null;
     double[][] patchNormsNormalized = null;
     if (needsGram) {
@@ -584,6 +582,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
   private PreparedHead prepare(HeadSnapshot head) {
     return prepared.get(head, h -> new PreparedHead(h, dtype));
+  }
+
+  /** Device bytes this engine's workspaces keep (for tests of {@link BatchCost}). */
+  long workspaceBytes() {
+    return work.deviceBytes() + chunkWork.deviceBytes();
   }
 
   /** The workspace this engine's thread uses for chunks (of its own batches or of others'). */

@@ -22,7 +22,7 @@ final class Workspace {
    * Device arrays kept for reuse, in bytes: a batch of an unusual shape must not leave its arrays
    * pinned beside the usual ones for ever (they are freed when collected once evicted).
    */
-  static final long KEPT_DEVICE_BYTES = WorkLimits.DEFAULT_MAX_WORKING_BYTES;
+  static final long KEPT_DEVICE_BYTES = 1L << 30;
 
   private final DataType dtype;
   private final Map<Key, INDArray> device = lru();
@@ -100,6 +100,11 @@ final class Workspace {
 
   private static long bytes(INDArray a) {
     return a.length() * a.dataType().width();
+  }
+
+  /** Bytes of the device arrays kept (for tests). */
+  long deviceBytes() {
+    return deviceBytes;
   }
 
   /** Evicts the least recently used device arrays beyond {@link #KEPT_DEVICE_BYTES}, the newest kept. */

@@ -55,7 +55,11 @@ class TelemetryFuzzTest {
 
   /** Sends one record and checks the child's answer; returns the outcome word. */
   static String check(TelemetryRecord r, String what) throws Exception {
-    FuzzChild c = child();
+    return checkWith(child(), r, what);
+  }
+
+  /** The same with a given child. */
+  static String checkWith(FuzzChild c, TelemetryRecord r, String what) throws Exception {
     String line = c.send(r, 120);
     if (line == null || !c.isAlive()) {
       throw new AssertionError("the child JVM " + (c.isAlive() ? "did not answer within 120 s" : "died") + " on "
@@ -64,6 +68,10 @@ class TelemetryFuzzTest {
     String[] parts = line.split(" ");
     String outcome = parts[1];
     long rss = Long.parseLong(line.substring(line.indexOf(" rss=") + 5).split(" ")[0]);
+    if (rss > FuzzChild.RSS_LIMIT) {
+      throw new AssertionError(String.format("child RSS %.0f MiB over %.0f MiB after %s", rss / 1048576.0,
+          FuzzChild.RSS_LIMIT / 1048576.0, what));
+    }
     if (outcome.equals("INTERNAL")) {
       throw new AssertionError("internal error on " + what + ": " + line + "\n" + c.logTail());
     }
@@ -72,16 +80,22 @@ class TelemetryFuzzTest {
       if (reason == RejectReason.REJECT_REASON_UNSPECIFIED || reason == RejectReason.INTERNAL_ERROR) {
         throw new AssertionError("no reason for " + what + ": " + line);
       }
-      Statistics.label("outcome").collect(outcome + " " + reason);
+      collect(outcome + " " + reason);
+      return outcome + " " + reason;
     } else if (!outcome.equals("MEASURED") && !outcome.equals("ACCEPTED")) {
       throw new AssertionError("unexpected answer for " + what + ": " + line);
     } else {
-      Statistics.label("outcome").collect(outcome);
-    }
-    if (rss > FuzzChild.RSS_LIMIT) {
-      throw new AssertionError(String.format("child RSS %.0f MiB over %.0f MiB after %s", rss / 1048576.0,
-          FuzzChild.RSS_LIMIT / 1048576.0, what));
+      collect(outcome);
     }
     return outcome;
+  }
+
+  /** jqwik's statistics, inside a property only. */
+  private static void collect(String outcome) {
+    try {
+      Statistics.label("outcome").collect(outcome);
+    } catch (RuntimeException e) {
+      // outside a property (the soak mode counts its own)
+    }
   }
 }
