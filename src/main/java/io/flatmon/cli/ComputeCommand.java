@@ -5,9 +5,11 @@ import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.BatchCurvature;
 import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.CurvatureEngine;
+import io.flatmon.engine.EngineCapacityException;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.engine.ReferenceCurvature;
 import io.flatmon.engine.StepAggregate;
+import io.flatmon.engine.WorkLimits;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Split;
@@ -100,6 +102,24 @@ final class ComputeCommand implements Callable<Integer> {
       description = "Largest tensor accepted, in elements (default ${DEFAULT-VALUE}).")
   long maxElements;
 
+  @Option(names = "--max-decoded-bytes", paramLabel = "BYTES",
+      defaultValue = "" + WorkLimits.DEFAULT_MAX_DECODED_BYTES, description = {
+      "Records whose tensors decode (to float32) to more bytes are rejected before decoding",
+      "(default ${DEFAULT-VALUE})."})
+  long maxDecodedBytes;
+
+  @Option(names = "--max-working-bytes", paramLabel = "BYTES",
+      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORKING_BYTES, description = {
+      "Batches whose engine arrays would need more bytes are rejected before decoding",
+      "(default ${DEFAULT-VALUE})."})
+  long maxWorkingBytes;
+
+  @Option(names = "--max-work-per-sample", paramLabel = "FLOP",
+      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORK_PER_SAMPLE, description = {
+      "Batches needing more floating-point operations per sample are rejected before decoding",
+      "(default ${DEFAULT-VALUE})."})
+  long maxWorkPerSample;
+
   @Option(names = "--max-record-bytes", defaultValue = "" + (64 * 1024 * 1024 + 4096),
       description = "Largest record accepted, in bytes (default ${DEFAULT-VALUE}).")
   int maxRecordBytes;
@@ -134,7 +154,11 @@ final class ComputeCommand implements Callable<Integer> {
       err.println("flatmon compute: --time-engine must be >= 0");
       return 2;
     }
-    decoder = new RecordDecoder(maxElements);
+    if (maxDecodedBytes < 1 || maxWorkingBytes < 1 || maxWorkPerSample < 1) {
+      err.println("flatmon compute: --max-decoded-bytes, --max-working-bytes and --max-work-per-sample must be positive");
+      return 2;
+    }
+    decoder = new RecordDecoder(maxElements, new WorkLimits(maxDecodedBytes, maxWorkingBytes, maxWorkPerSample));
     engine = engineChoice == EngineChoice.reference ? new ReferenceCurvature() : new CurvatureEngine();
     progress = new Progress(err);
     for (String file : files) {
@@ -220,6 +244,10 @@ final class ComputeCommand implements Callable<Integer> {
           apply(item.record());
         } catch (RejectedRecordException e) {
           problem = e;
+        } catch (RuntimeException e) {
+          // A bug, not bad input: reported with its stack trace, and the rest of the file still computed.
+          e.printStackTrace(err);
+          problem = new RejectedRecordException(RejectReason.INTERNAL_ERROR, "internal error: " + e);
         }
       }
       if (problem != null) {
@@ -271,6 +299,8 @@ final class ComputeCommand implements Callable<Integer> {
     BatchCurvature curvature;
     try {
       curvature = engine.compute(head, batch, m.aggregate.normalizerFor(head, batch));
+    } catch (EngineCapacityException e) {
+      throw new RejectedRecordException(RejectReason.TOO_LARGE, e.getMessage());
     } catch (IllegalArgumentException e) {
       throw new RejectedRecordException(RejectReason.INVALID_VALUE, e.getMessage());
     }

@@ -40,7 +40,7 @@ public final class CurvatureEngine implements CurvatureComputer {
    * Γ is written, multiplied by Ω and read by the Y GEMM in turn, and a chunk that stays in cache
    * between those passes made the CIFAR shape 1.3x faster than 64 MiB chunks streamed through memory.
    */
-  private static final long CHUNK_ELEMENTS = 1L << 20;
+  static final long CHUNK_ELEMENTS = 1L << 20;
 
 
   private final GramRoute route;
@@ -107,11 +107,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   }
 
   /** Chooses the Γ route for a shape (docs/math.md §6). */
-  static boolean usesPatchGram(GramRoute route, int c, int d, int p) {
+  static boolean usesPatchGram(GramRoute route, long c, long d, long p) {
     return switch (route) {
       case PATCH_GRAM -> true;
       case FILTER_GRAM -> false;
-      case AUTO -> (long) p * (c + d) < (long) c * d;
+      case AUTO -> BatchCost.mul(p, c + d) < BatchCost.mul(c, d);
     };
   }
 
@@ -125,7 +125,49 @@ public final class CurvatureEngine implements CurvatureComputer {
    * its workers). Everything up to the chunks — uploads, σ, the Grams, M̃ — runs here, once.
    */
   BatchCurvature compute(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms, ChunkRunner runner) {
+    requireCapacity(head, batch, inputChannelRms != null);
     batch.checkAgainst(head);
+    try (NativeOps.Scope scope = NativeOps.scope()) {
+      return computeWithin(head, batch, inputChannelRms, runner, scope);
+    } catch (OutOfMemoryError e) {
+      // The heap or JavaCPP's off-heap cap (Pointer's "Cannot allocate") refused one of the batch's
+      // arrays: they are unreachable once this returns, so the engine goes on with the next batch.
+      throw new EngineCapacityException("out of memory measuring a batch of " + batch.samples() + " × "
+          + batch.inputChannels() + " × " + batch.height() + " × " + batch.width() + ": " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * Refuses a batch whose arrays ({@link BatchCost}) could not be allocated in this JVM: over JavaCPP's
+   * off-heap cap ({@code org.bytedeco.javacpp.maxbytes}), over the heap, or over int indexing. Callers
+   * check their own, tighter limits from declared shapes before decoding ({@link WorkLimits}); this is
+   * the engine's own guard, so that no caller can make it request memory that is not there — libnd4j
+   * writes to what its malloc returns without checking, and a NULL there kills the JVM.
+   */
+  private void requireCapacity(HeadSnapshot head, ActivationBatch batch, boolean normalized) {
+    BatchCost cost = BatchCost.of(route, head.channels(), head.inputChannels(), head.geometry(), head.classes(),
+        head.activation(), batch.samples(), batch.height(), batch.width(), batch.hasPreActivation(), normalized,
+        dtype == DataType.FLOAT ? 4 : 8);
+    String problem = null;
+    if (cost.largestArrayElements() > BatchCost.MAX_ARRAY_ELEMENTS) {
+      problem = "an array of " + cost.largestArrayElements() + " elements is beyond int indexing";
+    } else if (org.bytedeco.javacpp.Pointer.maxBytes() > 0
+        && cost.deviceBytes() > org.bytedeco.javacpp.Pointer.maxBytes()) {
+      problem = "its native arrays (" + BatchCost.bytes(cost.deviceBytes()) + ") exceed the off-heap cap of "
+          + BatchCost.bytes(org.bytedeco.javacpp.Pointer.maxBytes());
+    } else if (cost.hostBytes() > Runtime.getRuntime().maxMemory()) {
+      problem = "its host arrays (" + BatchCost.bytes(cost.hostBytes()) + ") exceed the heap of "
+          + BatchCost.bytes(Runtime.getRuntime().maxMemory());
+    }
+    if (problem != null) {
+      throw new EngineCapacityException("the engine cannot hold this batch: " + problem + "; "
+          + cost.describe(batch.samples()));
+    }
+  }
+
+  /** The computation, every ND4J temporary held by {@code scope} until all chunks have run. */
+  private BatchCurvature computeWithin(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms,
+      ChunkRunner runner, NativeOps.Scope scope) {
     ConvGeometry geo = head.geometry();
     int b = batch.samples();
     int c = head.channels();
@@ -157,7 +199,7 @@ public final class CurvatureEngine implements CurvatureComputer {
       INDArray cols = buffer("cols", b, cin, geo.kernelHeight(), geo.kernelWidth(), outH, outW);
       Convolution.im2col(input, geo.kernelHeight(), geo.kernelWidth(), geo.strideHeight(), geo.strideWidth(),
           geo.padHeight(), geo.padWidth(), geo.dilationHeight(), geo.dilationWidth(), false, cols);
-      patches = cols.reshape('c', b, d, p);
+      patches = scope.hold(cols.reshape('c', b, d, p));
     }
 
     INDArray z;
@@ -165,25 +207,23 @@ public final class CurvatureEngine implements CurvatureComputer {
       z = upload("z", batch.preActivation(), b, c, p);
     } else {
       // Conv forward as one GEMM with the shared kernel: Z = W_f [X_1 … X_B], then a·(· + β).
-      INDArray patchesByChannel = patches.permute(1, 0, 2);
-      INDArray x = patchesByChannel.dup('c').reshape('c', d, (long) b * p);
+      INDArray patchesByChannel = scope.hold(patches.permute(1, 0, 2));
+      INDArray x = scope.hold(scope.hold(patchesByChannel.dup('c')).reshape('c', d, (long) b * p));
       INDArray zc = buffer("zc", c, (long) b * p);
       Nd4j.gemm(weights.kernel, x, zc, false, false, 1.0, 0.0);
-      INDArray biasColumn = weights.bias == null ? null : weights.bias.reshape(c, 1);
+      INDArray biasColumn = weights.bias == null ? null : scope.hold(weights.bias.reshape(c, 1));
       if (biasColumn != null) {
         NativeOps.add(zc, biasColumn, zc);
       }
-      INDArray scaleColumn = weights.scale == null ? null : weights.scale.reshape(c, 1);
+      INDArray scaleColumn = weights.scale == null ? null : scope.hold(weights.scale.reshape(c, 1));
       if (scaleColumn != null) {
         NativeOps.multiply(zc, scaleColumn, zc);
       }
-      INDArray zcBySample = zc.reshape('c', c, b, p).permute(1, 0, 2);
-      z = zcBySample.dup('c');
-      NativeOps.keep(patchesByChannel, x, biasColumn, scaleColumn, zcBySample);
+      INDArray zcBySample = scope.hold(scope.hold(zc.reshape('c', c, b, p)).permute(1, 0, 2));
+      z = scope.hold(zcBySample.dup('c'));
     }
-    ActivationKernels.Derivatives sigma = ActivationKernels.evaluate(head.activation(), z,
-        buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p));
-    NativeOps.keep(z); // the conv forward's Z is referenced nowhere else
+    ActivationKernels.Derivatives sigma = scope.hold(ActivationKernels.evaluate(head.activation(), z,
+        buffer("sigma", b, c, p), buffer("sigmaFirst", b, c, p)));
     double[][] pooled = rows(work.read("pooled", sigma.value().mean(2)), b, c);
     // M̃ = diag(a) σ'(Z) / P (eq. 2), kept as [B, C, P].
     // (A scalar multiply when there is no scale: ND4J's [B, C, P] ∘ [1, C, 1] broadcast is several times
@@ -195,9 +235,8 @@ public final class CurvatureEngine implements CurvatureComputer {
     INDArray gram = null;
     INDArray gramNorm = null;
     INDArray inverseRms = normalized == null || patches == null ? null
-        : inverseExpandedRms(head, inputChannelRms).reshape(1, d, 1);
-    INDArray scaledPatches = inverseRms == null ? null : patches.mul(inverseRms);
-    NativeOps.keep(inverseRms);
+        : scope.hold(scope.hold(inverseExpandedRms(head, inputChannelRms)).reshape(1, d, 1));
+    INDArray scaledPatches = inverseRms == null ? null : scope.hold(patches.mul(inverseRms));
     double[][] patchNorms = null;
     double[][] patchNormsNormalized = null;
     if (needsGram) {
@@ -543,6 +582,11 @@ public final class CurvatureEngine implements CurvatureComputer {
   /** The snapshot's weights and Ω, formed once per snapshot and kept for the most recent ones. */
   private PreparedHead prepare(HeadSnapshot head) {
     return prepared.get(head, h -> new PreparedHead(h, dtype));
+  }
+
+  /** Device bytes this engine's workspaces keep (for tests of {@link BatchCost}). */
+  long workspaceBytes() {
+    return work.deviceBytes() + chunkWork.deviceBytes();
   }
 
   /** The workspace this engine's thread uses for chunks (of its own batches or of others'). */

@@ -24,10 +24,37 @@ import org.nd4j.linalg.factory.Nd4j;
  * another thread then crashes the JVM: SIGSEGV in {@code DataBuffer::primary()} or
  * {@code TadDescriptor::TadDescriptor}, seen in both after minutes of the pipeline benchmark. So the
  * engine uses the custom ops below instead, or a broadcast op it builds and keeps itself, and holds
- * any other temporary in a local passed to {@link #keep} after its last native use.
+ * every temporary of a batch in a {@link Scope} opened around the whole computation (or, in small
+ * helpers, a local passed to {@link #keep} after its last native use).
  */
 final class NativeOps {
   private NativeOps() {
+  }
+
+  /**
+   * Arrays held strongly until the scope closes: opened with try-with-resources around a
+   * computation, every temporary registered with {@link #hold} as it is created stays reachable
+   * until the last native call of that computation has returned — by construction, instead of a
+   * {@link #keep} after each last use that a later edit can forget.
+   */
+  static final class Scope implements AutoCloseable {
+    private final java.util.ArrayList<Object> held = new java.util.ArrayList<>();
+
+    /** Returns a, held until {@link #close}. */
+    <T> T hold(T a) {
+      held.add(a);
+      return a;
+    }
+
+    @Override
+    public void close() {
+      Reference.reachabilityFence(held);
+      held.clear();
+    }
+  }
+
+  static Scope scope() {
+    return new Scope();
   }
 
   /** Marks the arrays as in use up to this point (a reachability fence on each). */

@@ -40,10 +40,10 @@ final class SpatialGram {
   }
 
   /** Whether eq. (14) costs fewer flops than X Xᵀ: (HW)² ≤ P²·kh·kw (always so at stride 1). */
-  static boolean isCheaper(ConvGeometry geo, int height, int width) {
-    long hw = (long) height * width;
-    long p = (long) geo.outputHeight(height) * geo.outputWidth(width);
-    return hw * hw <= p * p * geo.kernelHeight() * geo.kernelWidth();
+  static boolean isCheaper(ConvGeometry geo, long height, long width) {
+    long hw = BatchCost.mul(height, width);
+    long p = BatchCost.mul(geo.outputHeightExact(height), geo.outputWidthExact(width));
+    return BatchCost.mul(hw, hw) <= BatchCost.mul(p, p, geo.kernelHeight(), geo.kernelWidth());
   }
 
   /**

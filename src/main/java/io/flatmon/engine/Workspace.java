@@ -18,9 +18,15 @@ import org.nd4j.linalg.factory.Nd4j;
 final class Workspace {
   /** A few batch shapes' worth of each kind. */
   private static final int KEPT = 64;
+  /**
+   * Device arrays kept for reuse, in bytes: a batch of an unusual shape must not leave its arrays
+   * pinned beside the usual ones for ever (they are freed when collected once evicted).
+   */
+  static final long KEPT_DEVICE_BYTES = 1L << 30;
 
   private final DataType dtype;
   private final Map<Key, INDArray> device = lru();
+  private long deviceBytes;
   private final Map<Key, double[]> doubles = lru();
   private final Map<Key, float[]> floats = lru();
 
@@ -41,23 +47,73 @@ final class Workspace {
     this.dtype = dtype;
   }
 
-  private static <V> Map<Key, V> lru() {
+  private <V> Map<Key, V> lru() {
     return new LinkedHashMap<>(16, 0.75f, true) {
       @Override
       protected boolean removeEldestEntry(Map.Entry<Key, V> eldest) {
-        return size() > KEPT;
+        if (size() <= KEPT) {
+          return false;
+        }
+        if (eldest.getValue() instanceof INDArray a) {
+          deviceBytes -= bytes(a);
+        }
+        return true;
       }
     };
   }
 
-  /** A device array of exactly this shape in the engine's precision. */
+  /**
+   * A device array of exactly this shape in the engine's precision.
+   *
+   * @throws EngineCapacityException if the native allocator refuses (the batch's cost was checked
+   *     before, so this means the machine has less memory than the limits assume)
+   */
   INDArray device(String name, long... shape) {
     INDArray a = device.get(new Key(name, shape));
     if (a == null) {
-      a = Nd4j.createUninitialized(dtype, shape);
+      a = allocate(name, shape);
       device.put(new Key(name, shape.clone()), a);
+      deviceBytes += bytes(a);
+      trimDevice();
     }
     return a;
+  }
+
+  /**
+   * A fresh uninitialised array, or an exception — never a NULL buffer: libnd4j does not check its
+   * malloc, and ND4J only retries (five times, with a GC) when the native side reports an error.
+   */
+  private INDArray allocate(String name, long[] shape) {
+    INDArray a;
+    try {
+      a = Nd4j.createUninitialized(dtype, shape);
+    } catch (OutOfMemoryError | RuntimeException e) {
+      throw new EngineCapacityException("cannot allocate " + name + " " + Arrays.toString(shape) + " of " + dtype
+          + ": " + e.getMessage(), e);
+    }
+    if (a.data() == null || a.data().addressPointer() == null || a.data().addressPointer().address() == 0) {
+      throw new EngineCapacityException("the native allocator returned no memory for " + name + " "
+          + Arrays.toString(shape) + " of " + dtype);
+    }
+    return a;
+  }
+
+  private static long bytes(INDArray a) {
+    return a.length() * a.dataType().width();
+  }
+
+  /** Bytes of the device arrays kept (for tests). */
+  long deviceBytes() {
+    return deviceBytes;
+  }
+
+  /** Evicts the least recently used device arrays beyond {@link #KEPT_DEVICE_BYTES}, the newest kept. */
+  private void trimDevice() {
+    var it = device.entrySet().iterator();
+    while (deviceBytes > KEPT_DEVICE_BYTES && device.size() > 1 && it.hasNext()) {
+      deviceBytes -= bytes(it.next().getValue());
+      it.remove();
+    }
   }
 
   /** A host double array of exactly length n. */

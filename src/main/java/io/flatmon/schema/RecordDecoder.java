@@ -2,8 +2,10 @@ package io.flatmon.schema;
 
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
+import io.flatmon.engine.BatchCost;
 import io.flatmon.engine.ConvGeometry;
 import io.flatmon.engine.HeadSnapshot;
+import io.flatmon.engine.WorkLimits;
 import io.flatmon.proto.v1.LayerSnapshot;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Tensor;
@@ -12,19 +14,38 @@ import java.util.List;
 /**
  * Validates telemetry messages and turns them into engine types. Every problem becomes a
  * {@link RejectedRecordException} naming the field and what was expected, never an unchecked error.
+ *
+ * <p>What a record will cost is checked from its declared shapes before any tensor is decoded
+ * ({@link WorkLimits}): the decoded size of its tensors, and for a batch the engine's working memory
+ * and work per sample ({@link BatchCost}); a snapshot whose cheapest possible batch (one 1×1 sample)
+ * is already over the limits is rejected at once. Geometry that is invalid or overflows int
+ * arithmetic is INVALID_GEOMETRY.
  */
 public final class RecordDecoder {
   /** Default element limit per tensor: a 64 MiB record holds at most 2^24 float32 values. */
   public static final long DEFAULT_MAX_ELEMENTS = 1L << 25;
 
+  /** Bytes of one decoded element: tensors are widened to float32, the engine's precision. */
+  private static final int DECODED_ELEMENT_BYTES = 4;
+
   private final TensorCodec codec;
+  private final WorkLimits limits;
 
   public RecordDecoder() {
     this(DEFAULT_MAX_ELEMENTS);
   }
 
   public RecordDecoder(long maxElementsPerTensor) {
+    this(maxElementsPerTensor, WorkLimits.DEFAULT);
+  }
+
+  public RecordDecoder(long maxElementsPerTensor, WorkLimits limits) {
     this.codec = new TensorCodec(maxElementsPerTensor);
+    this.limits = limits;
+  }
+
+  public WorkLimits limits() {
+    return limits;
   }
 
   /** The head described by a snapshot. */
@@ -55,6 +76,16 @@ public final class RecordDecoder {
     ConvGeometry geometry = geometry(s, (int) w[2], (int) w[3]);
     Activation activation = activation(s.getActivation());
     int k = (int) v[0];
+    requireDecodedSize("snapshot", elements(w) + elements(v)
+        + (s.hasBias() ? c : 0) + (s.hasScale() ? c : 0) + (s.hasClassifierBias() ? k : 0)
+        + (s.hasInputChannelRms() ? cin : 0));
+    BatchCost cheapest = BatchCost.cheapest(c, cin, geometry, k, activation, DECODED_ELEMENT_BYTES);
+    String excess = limits.excess(cheapest, 1);
+    if (excess != null) {
+      throw new RejectedRecordException(RejectReason.TOO_LARGE, String.format(
+          "no batch can be measured with %s on this head (C=%d, C_in=%d, K=%d): even one 1×1 sample costs too "
+              + "much: %s", geometry, c, cin, k, excess));
+    }
     try {
       HeadSnapshot.Builder b = HeadSnapshot.builder(c, cin, geometry, k)
           .kernel(codec.decode(s.getKernel(), "kernel", 4))
@@ -91,19 +122,36 @@ public final class RecordDecoder {
       throw new RejectedRecordException(RejectReason.EMPTY_BATCH, "input has no samples (B = 0)");
     }
     long[] shape = codec.shape(a.getInput(), "input", 4);
-    float[] input = codec.decode(a.getInput(), "input", 4);
-    float[] z = null;
+    ConvGeometry geo = head.geometry();
+    if (geo.paddedHeight(shape[2]) > Integer.MAX_VALUE || geo.paddedWidth(shape[3]) > Integer.MAX_VALUE) {
+      throw new RejectedRecordException(RejectReason.INVALID_GEOMETRY, String.format(
+          "input %dx%d with %s is wider than an int extent once padded", shape[2], shape[3], geo));
+    }
+    long outH = geo.outputHeightExact(shape[2]);
+    long outW = geo.outputWidthExact(shape[3]);
+    long decoded = elements(shape);
     if (a.hasPreActivation()) {
       long[] zs = codec.shape(a.getPreActivation(), "pre_activation", 4);
-      int outH = head.geometry().outputHeight((int) shape[2]);
-      int outW = head.geometry().outputWidth((int) shape[3]);
       if (zs[0] != shape[0] || zs[1] != head.channels() || zs[2] != outH || zs[3] != outW) {
         throw new RejectedRecordException(RejectReason.SHAPE_MISMATCH, String.format(
             "pre_activation has shape %s, expected [%d, %d, %d, %d] for this input and head",
             a.getPreActivation().getShapeList(), shape[0], head.channels(), outH, outW));
       }
-      z = codec.decode(a.getPreActivation(), "pre_activation", 4);
+      decoded += elements(zs);
     }
+    requireDecodedSize("batch", decoded);
+    // κ_norm is computed for nearly every batch (ρ from the trainer or from the step's first batch):
+    // bound with it.
+    BatchCost cost = BatchCost.of(head, shape[0], shape[2], shape[3], a.hasPreActivation(), true,
+        DECODED_ELEMENT_BYTES);
+    String excess = limits.excess(cost, shape[0]);
+    if (excess != null) {
+      throw new RejectedRecordException(RejectReason.TOO_LARGE, String.format(
+          "batch %s on %s (C=%d, K=%d): %s", a.getInput().getShapeList(), geo, head.channels(), head.classes(),
+          excess));
+    }
+    float[] input = codec.decode(a.getInput(), "input", 4);
+    float[] z = a.hasPreActivation() ? codec.decode(a.getPreActivation(), "pre_activation", 4) : null;
     int[] labels = null;
     if (a.getLabelsCount() > 0) {
       if (a.getLabelsCount() != shape[0]) {
@@ -128,6 +176,25 @@ public final class RecordDecoder {
       throw new RejectedRecordException(reason, e.getMessage());
     }
     return batch;
+  }
+
+  /** Rejects a record whose tensors, decoded to float32, would exceed the limit. */
+  private void requireDecodedSize(String what, long elements) throws RejectedRecordException {
+    long bytes = elements > Long.MAX_VALUE / DECODED_ELEMENT_BYTES ? Long.MAX_VALUE : elements * DECODED_ELEMENT_BYTES;
+    if (bytes > limits.maxDecodedBytes()) {
+      throw new RejectedRecordException(RejectReason.TOO_LARGE, String.format(
+          "%s tensors decode to %s, over the limit of %s", what, BatchCost.bytes(bytes),
+          BatchCost.bytes(limits.maxDecodedBytes())));
+    }
+  }
+
+  /** The product of extents already checked by {@link TensorCodec#shape} (each tensor under its element limit). */
+  private static long elements(long[] shape) {
+    long n = 1;
+    for (long s : shape) {
+      n *= s;
+    }
+    return n;
   }
 
   private static void requireIdentity(String runId, String layer) throws RejectedRecordException {
@@ -159,7 +226,7 @@ public final class RecordDecoder {
     try {
       return new ConvGeometry(kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]);
     } catch (IllegalArgumentException e) {
-      throw new RejectedRecordException(RejectReason.INVALID_VALUE, e.getMessage());
+      throw new RejectedRecordException(RejectReason.INVALID_GEOMETRY, e.getMessage());
     }
   }
 

@@ -90,6 +90,8 @@ public final class FlatmonService implements AutoCloseable {
   }
 
   private final Config config;
+  /** Wraps the engine pool the topology measures with: the identity, or a test's fault injection. */
+  private java.util.function.UnaryOperator<io.flatmon.engine.CurvatureComputer> engineWrapper = e -> e;
   private final io.flatmon.metrics.FlatmonMetrics metrics = new io.flatmon.metrics.FlatmonMetrics();
   private io.flatmon.engine.EnginePool engines;
   private EmbeddedKafka broker;
@@ -130,7 +132,8 @@ public final class FlatmonService implements AutoCloseable {
     props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
         org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
     engines = new io.flatmon.engine.EnginePool(config.engineThreads());
-    streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics, engines), props);
+    props.put(io.flatmon.stream.DeadLetterExceptionHandler.LISTENER_CONFIG, metrics);
+    streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics, engineWrapper.apply(engines)), props);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
     streams.setStateListener((now, before) -> {
@@ -161,6 +164,12 @@ public final class FlatmonService implements AutoCloseable {
             + "query API and metrics on http://{}:{}/",
         String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
         config.streamThreads(), config.engineThreads(), config.httpHost(), http.port());
+    return this;
+  }
+
+  /** Measures with {@code wrapper.apply(pool)} instead of the engine pool (fault injection); before start. */
+  public FlatmonService wrapEngine(java.util.function.UnaryOperator<io.flatmon.engine.CurvatureComputer> wrapper) {
+    this.engineWrapper = wrapper;
     return this;
   }
 

@@ -46,6 +46,11 @@ public final class StreamsSettings {
     p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), 3_000);
     p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
     p.put("processing.exception.handler.global.enabled", true);
+    // A record that fails outside the processor's own catch goes to the dead-letter topic once, and
+    // processing moves on: the default handlers stop the thread, and its replacement replays it.
+    p.put(StreamsConfig.PROCESSING_EXCEPTION_HANDLER_CLASS_CONFIG, DeadLetterExceptionHandler.class);
+    p.put(StreamsConfig.DESERIALIZATION_EXCEPTION_HANDLER_CLASS_CONFIG, DeadLetterExceptionHandler.class);
+    p.put(StreamsConfig.PRODUCTION_EXCEPTION_HANDLER_CLASS_CONFIG, DeadLetterExceptionHandler.class);
     clientConfig.forEach(p::put);
     Topics.largeMessageProducerConfig().forEach((k, v) -> p.put(StreamsConfig.producerPrefix(k), v));
     Topics.largeMessageConsumerConfig().forEach((k, v) -> {

@@ -4,6 +4,7 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.BatchCurvature;
 import io.flatmon.engine.CurvatureComputer;
+import io.flatmon.engine.EngineCapacityException;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.engine.StepAggregate;
 import io.flatmon.proto.v1.FlatnessResult;
@@ -18,8 +19,10 @@ import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordDecoder;
 import io.flatmon.schema.RejectedRecordException;
 import io.flatmon.schema.ResultBuilder;
+import io.flatmon.schema.UntrustedText;
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
@@ -72,7 +75,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     this.settings = settings;
     this.listener = listener;
     this.engine = engine;
-    this.decoder = new RecordDecoder(settings.maxTensorElements());
+    this.decoder = new RecordDecoder(settings.maxTensorElements(), settings.workLimits());
   }
 
   @Override
@@ -121,11 +124,27 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       }
     } catch (RejectedRecordException e) {
       reject(record, runId, e.reason(), e.getMessage());
-    } catch (RuntimeException e) {
-      // A bug or an unforeseen input must not stop the whole instance: dead-letter it, with the cause.
-      LOG.error("unexpected failure on a record of run {}; sending it to the dead-letter topic", runId, e);
-      reject(record, runId, RejectReason.INVALID_VALUE, "internal error: " + e);
+    } catch (EngineCapacityException e) {
+      // The engine refused the batch's memory (its own guard, or the native allocator): too large for
+      // this instance, whatever the configured limits said.
+      reject(record, runId, RejectReason.TOO_LARGE, e.getMessage());
+    } catch (KafkaException e) {
+      // Kafka's own failures (a task migrated, a fenced producer, a store or changelog error) are
+      // Kafka Streams' to handle: rethrown, they reach its exception handlers (StreamsSettings).
+      throw e;
+    } catch (RuntimeException | LinkageError | AssertionError | StackOverflowError | OutOfMemoryError e) {
+      // A bug or an unforeseen input must not stop the whole instance, nor come back after a restart
+      // to stop it again: dead-letter the record as an internal error (not the trainer's fault), with
+      // the stack trace in the log.
+      LOG.error("internal error on record {} of run {}; sending it to the dead-letter topic as INTERNAL_ERROR",
+          coordinates(), UntrustedText.quote(runId), e);
+      reject(record, runId, RejectReason.INTERNAL_ERROR, "internal error: " + e);
     }
+  }
+
+  /** topic/partition@offset of the record being processed, for log lines. */
+  private String coordinates() {
+    return context.recordMetadata().map(md -> md.topic() + "/" + md.partition() + "@" + md.offset()).orElse("?");
   }
 
   private static String runIdOf(TelemetryRecord t) throws RejectedRecordException {
@@ -463,8 +482,7 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         .setSourcePartition(md.partition()).setSourceOffset(md.offset()));
     listener.onRejected(reason);
     LOG.warn("rejected record {}/{}@{} of run {}: {}: {}", r.getSourceTopic(), r.getSourcePartition(),
-        r.getSourceOffset(), io.flatmon.schema.UntrustedText.quote(r.getRunId()), reason,
-        io.flatmon.schema.UntrustedText.quote(detail));
+        r.getSourceOffset(), UntrustedText.quote(r.getRunId()), reason, UntrustedText.quote(detail));
     context.forward(new Record<>(runId, r.build().toByteArray(), record.timestamp()),
         FlatmonTopology.DEAD_LETTER_SINK);
   }

@@ -1,5 +1,6 @@
 package io.flatmon.stream;
 
+import io.flatmon.engine.WorkLimits;
 import io.flatmon.proto.v1.EarlyStopPolicy;
 import io.flatmon.proto.v1.MonitoredQuantity;
 import io.flatmon.proto.v1.PolicyMode;
@@ -10,14 +11,16 @@ import java.time.Duration;
  * Tunables of the topology.
  *
  * @param maxTensorElements tensors above this are rejected as TOO_LARGE
+ * @param workLimits records whose decoded tensors, engine memory or work per sample exceed these are
+ *     rejected as TOO_LARGE before they are decoded
  * @param endedRetention how long an ended run's state is kept (late records are rejected as UNKNOWN_RUN)
  * @param idleExpiry a run with no record for this long is finalised and dropped
  * @param cleanupInterval how often (wall clock) the run store is swept for ended and idle runs
  * @param historySteps final results of this many most recent steps are kept per run for the query API
  * @param defaultPolicy the early-stop policy of runs that send none
  */
-public record TopologySettings(long maxTensorElements, Duration endedRetention, Duration idleExpiry,
-    Duration cleanupInterval, int historySteps, EarlyStopPolicy defaultPolicy) {
+public record TopologySettings(long maxTensorElements, WorkLimits workLimits, Duration endedRetention,
+    Duration idleExpiry, Duration cleanupInterval, int historySteps, EarlyStopPolicy defaultPolicy) {
 
   /**
    * The server's default policy: watch κ of the train split, lower is better, warn at once and stop
@@ -28,23 +31,32 @@ public record TopologySettings(long maxTensorElements, Duration endedRetention, 
       .setCheckFinite(true).build();
 
   public static TopologySettings defaults() {
-    return new TopologySettings(RecordDecoder.DEFAULT_MAX_ELEMENTS, Duration.ofMinutes(10), Duration.ofHours(6),
-        Duration.ofSeconds(30), 100, DEFAULT_POLICY);
+    return new TopologySettings(RecordDecoder.DEFAULT_MAX_ELEMENTS, WorkLimits.DEFAULT, Duration.ofMinutes(10),
+        Duration.ofHours(6), Duration.ofSeconds(30), 100, DEFAULT_POLICY);
   }
 
   public TopologySettings withDefaultPolicy(EarlyStopPolicy policy) {
-    return new TopologySettings(maxTensorElements, endedRetention, idleExpiry, cleanupInterval, historySteps, policy);
+    return new TopologySettings(maxTensorElements, workLimits, endedRetention, idleExpiry, cleanupInterval,
+        historySteps, policy);
   }
 
   public TopologySettings withRetention(Duration ended, Duration idle) {
-    return new TopologySettings(maxTensorElements, ended, idle, cleanupInterval, historySteps, defaultPolicy);
+    return new TopologySettings(maxTensorElements, workLimits, ended, idle, cleanupInterval, historySteps,
+        defaultPolicy);
   }
 
   public TopologySettings withCleanupInterval(Duration interval) {
-    return new TopologySettings(maxTensorElements, endedRetention, idleExpiry, interval, historySteps, defaultPolicy);
+    return new TopologySettings(maxTensorElements, workLimits, endedRetention, idleExpiry, interval, historySteps,
+        defaultPolicy);
   }
 
   public TopologySettings withLimits(long maxElements, int steps) {
-    return new TopologySettings(maxElements, endedRetention, idleExpiry, cleanupInterval, steps, defaultPolicy);
+    return new TopologySettings(maxElements, workLimits, endedRetention, idleExpiry, cleanupInterval, steps,
+        defaultPolicy);
+  }
+
+  public TopologySettings withWorkLimits(WorkLimits limits) {
+    return new TopologySettings(maxTensorElements, limits, endedRetention, idleExpiry, cleanupInterval, historySteps,
+        defaultPolicy);
   }
 }

@@ -69,7 +69,7 @@ class RecordDecoderTest {
     expectSnapshot(RejectReason.TOO_LARGE,
         s -> s.setKernel(Tensor.newBuilder().addShape(1000).addShape(1000).addShape(1000).addShape(1)),
         "limit");
-    expectSnapshot(RejectReason.INVALID_VALUE, s -> s.clearStride().addStride(0), "stride");
+    expectSnapshot(RejectReason.INVALID_GEOMETRY, s -> s.clearStride().addStride(0), "stride");
     expectSnapshot(RejectReason.SHAPE_MISMATCH, s -> s.setBias(TensorCodec.encode(new float[3], 3)), "bias");
 
     expectBatch(RejectReason.SHAPE_MISMATCH, relu, batch(2).setInput(TensorCodec.encode(new float[96], 2, 3, 4, 4)),
