@@ -20,12 +20,14 @@ public record TopologySettings(long maxTensorElements, Duration endedRetention, 
     Duration cleanupInterval, int historySteps, EarlyStopPolicy defaultPolicy) {
 
   /**
-   * The server's default policy: watch κ of the train split, lower is better, warn at once and stop
-   * after 10 measurements without improvement, stop at once on a non-finite value.
+   * The server's default policy, for runs that send none: it stops a run only for what is unambiguous —
+   * a non-finite loss, Tr H or κ, or a train loss past 10 times its first measured value — and gives κ
+   * advice as WARN only (warn_only): κ rises from initialisation during healthy training, so "lower is
+   * better" on its own stops every healthy run (docs/early-stopping.md).
    */
   public static final EarlyStopPolicy DEFAULT_POLICY = EarlyStopPolicy.newBuilder()
       .setMonitor(MonitoredQuantity.RELATIVE_FLATNESS).setMode(PolicyMode.MIN).setPatience(10)
-      .setCheckFinite(true).build();
+      .setSmoothing(5).setWarnOnly(true).setCheckFinite(true).setLossDivergenceFactor(10).build();
 
   public static TopologySettings defaults() {
     return new TopologySettings(RecordDecoder.DEFAULT_MAX_ELEMENTS, Duration.ofMinutes(10), Duration.ofHours(6),
