@@ -17,6 +17,7 @@ MONITORS = {
     "kappa_norm": policy_pb2.RELATIVE_FLATNESS_NORMALIZED,
     "hessian_trace": policy_pb2.HESSIAN_TRACE, "trace": policy_pb2.HESSIAN_TRACE,
     "eval_loss": policy_pb2.EVAL_LOSS, "generalization_gap": policy_pb2.GENERALIZATION_GAP,
+    "guard_only": policy_pb2.GUARD_ONLY,
 }
 
 
@@ -138,6 +139,9 @@ def simulate(policy, values):
 
     for step, v in values:
         v = float(v)
+        if policy.monitor == policy_pb2.GUARD_ONLY and not (policy.check_finite and not math.isfinite(v)):
+            decisions.append((step, "CONTINUE", "HEALTHY"))
+            continue
         if step < policy.start_from_step:
             decisions.append((step, "CONTINUE", "WARMING_UP"))
             continue

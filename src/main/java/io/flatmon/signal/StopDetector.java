@@ -163,6 +163,10 @@ public final class StopDetector {
     if (state.getStopped()) {
       return decide(signal, s, SignalAction.STOP, state.getStopReason(), "stopped earlier");
     }
+    if (policy.getMonitor() == MonitoredQuantity.GUARD_ONLY) {
+      return decide(signal, s, SignalAction.CONTINUE, SignalReason.HEALTHY,
+          "train loss " + value + "; only a non-finite value or a diverging loss stops this run");
+    }
     if (step < policy.getStartFromStep()) {
       return decide(signal, s, SignalAction.CONTINUE, SignalReason.WARMING_UP,
           "measurements before step " + policy.getStartFromStep() + " are not evaluated");

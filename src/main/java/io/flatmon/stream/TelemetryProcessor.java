@@ -316,6 +316,12 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
         }
         value = r.getHessianTrace().getMean();
       }
+      case GUARD_ONLY -> {
+        if (!train) {
+          return;
+        }
+        value = r.getLoss().getMean();
+      }
       case EVAL_LOSS -> {
         if (train) {
           return;

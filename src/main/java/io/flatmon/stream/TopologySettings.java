@@ -21,13 +21,15 @@ public record TopologySettings(long maxTensorElements, Duration endedRetention, 
 
   /**
    * The server's default policy, for runs that send none: it stops a run only for what is unambiguous —
-   * a non-finite loss, Tr H or κ, or a train loss past 10 times its first measured value — and gives κ
-   * advice as WARN only (warn_only): κ rises from initialisation during healthy training, so "lower is
-   * better" on its own stops every healthy run (docs/early-stopping.md).
+   * a non-finite loss, Tr H, κ or κ_norm, or a train loss past 10 times its first measured value — and
+   * gives no curvature advice (GUARD_ONLY). κ and Tr H rise 100-1000x from initialisation during healthy
+   * training: "lower is better" stopped every healthy digits run, and without a warm-up tied to the
+   * run's length (which the server does not know) even WARN-only curvature advice fired on every run,
+   * healthy or not (docs/early-stopping.md).
    */
   public static final EarlyStopPolicy DEFAULT_POLICY = EarlyStopPolicy.newBuilder()
-      .setMonitor(MonitoredQuantity.RELATIVE_FLATNESS).setMode(PolicyMode.MIN).setPatience(10)
-      .setSmoothing(5).setWarnOnly(true).setCheckFinite(true).setLossDivergenceFactor(10).build();
+      .setMonitor(MonitoredQuantity.GUARD_ONLY).setMode(PolicyMode.MIN).setCheckFinite(true)
+      .setLossDivergenceFactor(10).build();
 
   public static TopologySettings defaults() {
     return new TopologySettings(RecordDecoder.DEFAULT_MAX_ELEMENTS, Duration.ofMinutes(10), Duration.ofHours(6),
