@@ -278,8 +278,8 @@ class BrokerTrouble(unittest.TestCase):
                 strict.measure(step, (xtr, ytr))
             mon.flush(30)
             strict.flush(30)
-            before = mon.delivery_report
-            self.assertEqual((before.dropped, before.undelivered), (0, 0))
+            before = mon.delivery_report      # (a slow broker may already have made it drop some: 4 MiB is small)
+            self.assertEqual(before.undelivered, 0)
             with self.assertLogs("flatmon_client", logging.INFO) as logs:
                 server.stop()
                 slowest = 0.0
@@ -303,7 +303,7 @@ class BrokerTrouble(unittest.TestCase):
             # 20 measurements of ~3 MB into a 4 MiB buffer: the oldest were dropped, the rest never delivered
             self.assertLess(slowest, 5.0, "a measurement blocked %.1f s while the broker was down" % slowest)
             self.assertEqual(report.sent, before.sent)
-            self.assertGreater(report.dropped, 0)
+            self.assertGreater(report.dropped, before.dropped)
             self.assertGreater(report.undelivered, 0)
             self.assertFalse(report.complete)
             self.assertRegex(str(cm.exception), r"^flatmon_client: telemetry incomplete: \d+ records sent, \d+ dropped "
