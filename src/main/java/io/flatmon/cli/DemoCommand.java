@@ -514,8 +514,8 @@ final class DemoCommand implements Callable<Integer> {
     String signal = "-";
     TrainerSignal s = t.stop != null ? t.stop : t.signal;
     if (s != null) {
-      signal = String.format(Locale.ROOT, "%s %s @%d (best %d)", s.getAction(), s.getReason(), s.getStep(),
-          s.getBestStep());
+      signal = String.format(Locale.ROOT, "%s %s @%d%s", s.getAction(), s.getReason(), s.getStep(),
+          s.getBestStep() < 0 ? "" : " (best " + s.getBestStep() + ")");
     }
     String state = t.exit == null ? "" : t.exit == 0 ? "  [done]" : "  [exit " + t.exit + "]";
     return String.format(Locale.ROOT, "%-13s %-36s %5s %11s %11s %9s %6s  %s%s", t.name, t.regularisation, step,
