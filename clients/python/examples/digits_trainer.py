@@ -91,7 +91,8 @@ def main():
     mon = FlatmonMonitor(model, conv, cls, args.run_id, args.bootstrap, every_n_steps=args.every,
                          samples_per_measurement=args.samples, split_batches=128, policy=policy,
                          on_signal=on_signal, display_name=args.display_name or args.run_id,
-                         weight_decay=args.weight_decay / 2 if args.weight_decay else None, max_pending=2,
+                         weight_decay=args.weight_decay / 2 if args.weight_decay else None,
+                         signal_mode="measurement",
                          labels={"dataset": "sklearn-digits", "train_size": args.train_size,
                                  "label_noise": args.label_noise, "weight_decay": args.weight_decay,
                                  "dropout": args.dropout})

@@ -20,10 +20,10 @@ from ._proto import load as _load
 tensor_pb2, policy_pb2, telemetry_pb2, results_pb2 = _load()
 
 from .head import Head, UnsupportedModelError, analyze  # noqa: E402
-from .policy import make_policy, simulate  # noqa: E402
-from .monitor import (FlatmonMonitor, Measurement, consumer_config, producer_config,  # noqa: E402
+from .policy import make_policy, needs_eval, problems, simulate, validate  # noqa: E402
+from .monitor import (DeliveryReport, FlatmonMonitor, Measurement, consumer_config, producer_config,  # noqa: E402
                       RESULTS_TOPIC, SIGNALS_TOPIC, TELEMETRY_TOPIC)
 
-__all__ = ["FlatmonMonitor", "Measurement", "UnsupportedModelError", "Head", "analyze", "make_policy", "simulate",
+__all__ = ["FlatmonMonitor", "Measurement", "DeliveryReport", "UnsupportedModelError", "Head", "analyze", "make_policy", "simulate", "validate", "problems", "needs_eval",
            "producer_config", "consumer_config", "tensor_pb2", "policy_pb2", "telemetry_pb2", "results_pb2",
            "TELEMETRY_TOPIC", "RESULTS_TOPIC", "SIGNALS_TOPIC"]

@@ -13,11 +13,16 @@ import torch.nn.functional as TF
 
 from . import _proto
 from .head import analyze
-from .policy import as_policy
+from .policy import as_policy, needs_eval, validate
 
 tensor_pb2, policy_pb2, telemetry_pb2, results_pb2 = _proto.load()
 
 LOG = logging.getLogger("flatmon_client")
+# librdkafka's own log lines (one per failed reconnect while a broker is down) go here instead of stderr; silent
+# unless the application configures this logger. The client logs one warning per outage itself.
+KAFKA_LOG = logging.getLogger("flatmon_client.librdkafka")
+KAFKA_LOG.addHandler(logging.NullHandler())
+KAFKA_LOG.propagate = False
 
 TELEMETRY_TOPIC = "flatmon.v1.telemetry"
 RESULTS_TOPIC = "flatmon.v1.results"
@@ -68,6 +73,66 @@ def tensor(arr):
     return tensor_pb2.Tensor(shape=list(arr.shape), dtype=tensor_pb2.FLOAT32, data=arr.tobytes())
 
 
+def unreachable(bootstrap_servers, error, timeout):
+    return ("flatmon_client: cannot reach Kafka at %s within %.0f s (%s) — is flatmon running there (bin/flatmon "
+            "serve)?" % (bootstrap_servers, timeout, error))
+
+
+@dataclass
+class DeliveryReport:
+    """What close() could deliver: records acknowledged by the broker, dropped by the client to stay within
+    its buffer while the broker was unreachable (oldest first), and not delivered (failed, or still queued
+    when close() gave up)."""
+    sent: int = 0
+    dropped: int = 0
+    undelivered: int = 0
+
+    @property
+    def complete(self):
+        return self.dropped == 0 and self.undelivered == 0
+
+
+class _Outage:
+    """One warning line per lost connection to the broker (librdkafka reports every failed reconnect), and one
+    info line when records are delivered again."""
+
+    def __init__(self, bootstrap_servers, run_id):
+        self.bootstrap_servers = bootstrap_servers
+        self.run_id = run_id
+        self.lock = threading.Lock()
+        self.since = None
+        self.outages = 0
+
+    @property
+    def active(self):
+        return self.since is not None
+
+    def error_cb(self, err):
+        from confluent_kafka import KafkaError
+        if err.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
+                              KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT):
+            LOG.debug("flatmon_client: kafka error %s", err)
+            return
+        with self.lock:
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+            self.outages += 1
+        LOG.warning("flatmon_client: run %s lost the connection to Kafka at %s (%s); training continues, telemetry "
+                    "is buffered and the oldest is dropped when the buffer is full", self.run_id,
+                    self.bootstrap_servers, err.str())
+
+    def delivered(self):
+        if self.since is None:
+            return
+        with self.lock:
+            if self.since is None:
+                return
+            seconds, self.since = time.monotonic() - self.since, None
+        LOG.info("flatmon_client: run %s: Kafka at %s reachable again after %.1f s", self.run_id,
+                 self.bootstrap_servers, seconds)
+
+
 def _now_us():
     return time.time_ns() // 1000
 
@@ -91,24 +156,31 @@ class Measurement:
 class _SignalListener(threading.Thread):
     """Reads flatmon.v1.signals from the current end of every partition and keeps this run's signals."""
 
-    def __init__(self, bootstrap_servers, run_id, on_signal, consumer_overrides):
+    def __init__(self, bootstrap_servers, run_id, on_signal, consumer_overrides, connect_timeout=10.0, outage=None):
         super().__init__(name="flatmon-signals-" + run_id, daemon=True)
         from confluent_kafka import Consumer, TopicPartition, OFFSET_END  # noqa: F401
         self.run_id = run_id
         self.on_signal = on_signal
         self.signals = []
+        self.seen = set()
         self.cond = threading.Condition()
         self.stop_event = threading.Event()
         self.stopped = threading.Event()
         self.error = None
         from confluent_kafka import KafkaException
-        self.consumer = Consumer(consumer_config(bootstrap_servers, **consumer_overrides))
+        # Signals are read as soon as flatmon writes them, before its exactly-once transaction commits (up to
+        # a commit interval earlier). A transaction that aborts is replayed from the same state and input, and
+        # the detector is a pure function of both, so the replay repeats the same signal: duplicates of a
+        # (step, reason) are dropped below.
+        cfg = consumer_config(bootstrap_servers, **{"isolation.level": "read_uncommitted", "logger": KAFKA_LOG,
+                                                    **({"error_cb": outage.error_cb} if outage else {}),
+                                                    **consumer_overrides})
+        self.consumer = Consumer(cfg)
         try:
-            md = self.consumer.list_topics(SIGNALS_TOPIC, timeout=30)
+            md = self.consumer.list_topics(SIGNALS_TOPIC, timeout=connect_timeout)
         except KafkaException as e:
             self.consumer.close()
-            raise RuntimeError("flatmon_client: cannot reach Kafka at %s (%s) — is flatmon running there (bin/flatmon "
-                               "serve)?" % (bootstrap_servers, e)) from e
+            raise RuntimeError(unreachable(bootstrap_servers, e, connect_timeout)) from e
         topic = md.topics.get(SIGNALS_TOPIC)
         if topic is None or topic.error is not None or not topic.partitions:
             self.consumer.close()
@@ -118,7 +190,8 @@ class _SignalListener(threading.Thread):
         for p in sorted(topic.partitions):
             # Start at the current end, read synchronously: earlier signals of a reused run id are skipped and
             # none of this run can be missed (it has published nothing yet).
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(SIGNALS_TOPIC, p), timeout=30, cached=False)
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(SIGNALS_TOPIC, p), timeout=connect_timeout,
+                                                          cached=False)
             assignment.append(TopicPartition(SIGNALS_TOPIC, p, high))
         self.consumer.assign(assignment)
 
@@ -129,14 +202,15 @@ class _SignalListener(threading.Thread):
                 if msg is None:
                     continue
                 if msg.error():
-                    LOG.warning("flatmon signals consumer: %s", msg.error())
+                    LOG.debug("flatmon signals consumer: %s", msg.error())
                     continue
                 if msg.key() is not None and msg.key().decode("utf-8", "replace") != self.run_id:
                     continue
                 sig = results_pb2.TrainerSignal()
                 sig.ParseFromString(msg.value())
-                if sig.run_id != self.run_id:
+                if sig.run_id != self.run_id or (sig.step, sig.reason) in self.seen:
                     continue
+                self.seen.add((sig.step, sig.reason))
                 with self.cond:
                     self.signals.append(sig)
                     if sig.action == results_pb2.STOP:
@@ -183,20 +257,39 @@ class FlatmonMonitor:
     head, the pre-activation Z; it publishes the LayerSnapshot, one ActivationBatch per chunk and split,
     and MeasurementDone, then restores the training mode.
 
-    Flatmon answers asynchronously; the trainer never waits unless ``max_pending=k`` is given: then a new
-    measurement first waits (up to ``pending_timeout`` s) until all but the last k measurements have their
-    signal, which bounds how far training runs past a STOP.
+    When the trainer sees a STOP (``signal_mode``):
+
+    * ``"interval"`` (default): a measurement first waits until the previous measurement's signal has
+      arrived (normally long since; at most ``signal_timeout`` s), so a run trains at most one measurement
+      interval past the STOP it is sent.
+    * ``"measurement"`` (blocking, like Lightning's callback): ``measure(step)`` returns once the signal of
+      ``step`` has arrived (at most ``signal_timeout`` s), so ``should_stop()`` right after it reflects that
+      very measurement and the run stops at exactly the measured step. Costs the signal delay per measurement.
+    * ``"async"``: never waits; the STOP is seen whenever it arrives.
+
+    After a timeout the monitor stops waiting (one warning) until a signal arrives again; while the broker is
+    unreachable it does not wait at all. ``max_pending=k`` (older API) instead waits before a measurement
+    until all but the last k measurements have their signal.
+
+    A monitor does not hurt training: construction fails fast (``RuntimeError``, after ``connect_timeout``
+    s) when Kafka is unreachable; if the broker is lost later, one warning is logged per outage, nothing
+    blocks, and telemetry is buffered in up to ``buffer_bytes`` — beyond that the oldest queued records are
+    dropped and counted. ``close()`` returns a :class:`DeliveryReport` (sent, dropped, undelivered) and
+    raises only with ``strict=True``.
 
     Feedback: ``should_stop()``, ``last_signal``, ``signals``, ``wait_for_signal(step)`` and the
     ``on_signal(TrainerSignal)`` callback (called on the listener thread). ``close()`` publishes RunEnded
     and flushes; use the monitor as a context manager to get that on every exit.
     """
 
+    SIGNAL_MODES = ("interval", "measurement", "async")
+
     def __init__(self, model, conv_layer, classifier, run_id, bootstrap_servers, every_n_steps=100,
                  samples_per_measurement=256, policy=None, split_batches=128, *, on_signal: Optional[Callable] = None,
                  display_name=None, labels=None, weight_decay=None, layer=None, send_pre_activation=None,
                  listen=True, keep_payload=False, max_pending=None, pending_timeout=60.0, producer_overrides=None,
-                 consumer_overrides=None):
+                 consumer_overrides=None, signal_mode="interval", signal_timeout=10.0, connect_timeout=10.0,
+                 buffer_bytes=256 << 20, strict=False):
         from confluent_kafka import Producer
         if not run_id:
             raise ValueError("run_id is required")
@@ -210,6 +303,21 @@ class FlatmonMonitor:
         self.samples_per_measurement = int(samples_per_measurement)
         self.split_batches = int(split_batches)
         self.policy = as_policy(policy)
+        if self.policy is not None:
+            validate(self.policy)
+        if signal_mode not in self.SIGNAL_MODES:
+            raise ValueError("signal_mode must be one of %s, got %r" % (", ".join(self.SIGNAL_MODES), signal_mode))
+        if signal_mode != "async" and not listen:
+            raise ValueError("signal_mode=%r needs listen=True (use signal_mode='async' with listen=False)"
+                             % signal_mode)
+        if buffer_bytes < (1 << 20):
+            raise ValueError("buffer_bytes must be at least 1 MiB, got %d" % buffer_bytes)
+        self.signal_mode = signal_mode
+        self.signal_timeout = float(signal_timeout)
+        self.strict = bool(strict)
+        self._report = DeliveryReport()
+        self._waiting = True
+        self._outage = _Outage(bootstrap_servers, self.run_id)
         self.weight_decay = weight_decay
         self.send_pre_activation = self.head.needs_pre_activation if send_pre_activation is None \
             else bool(send_pre_activation)
@@ -229,9 +337,17 @@ class FlatmonMonitor:
         self._closed = False
         self._auto_step = 0
         self._listener = None
-        self._producer = Producer(producer_config(bootstrap_servers, **(producer_overrides or {})))
+        from confluent_kafka import KafkaException
+        self._producer = Producer(producer_config(bootstrap_servers, **{
+            "queue.buffering.max.kbytes": int(buffer_bytes) // 1024, "logger": KAFKA_LOG,
+            "error_cb": self._outage.error_cb, **(producer_overrides or {})}))
+        try:
+            self._producer.list_topics(TELEMETRY_TOPIC, timeout=connect_timeout)
+        except KafkaException as e:
+            raise RuntimeError(unreachable(bootstrap_servers, e, connect_timeout)) from e
         if listen:
-            self._listener = _SignalListener(bootstrap_servers, self.run_id, on_signal, consumer_overrides or {})
+            self._listener = _SignalListener(bootstrap_servers, self.run_id, on_signal, consumer_overrides or {},
+                                             connect_timeout, self._outage)
             self._listener.start()
         started = telemetry_pb2.RunStarted(run_id=self.run_id, display_name=display_name or self.run_id,
                                            framework="pytorch " + torch.__version__,
@@ -246,7 +362,14 @@ class FlatmonMonitor:
     # publishing
     # ------------------------------------------------------------------------------------------
     def _delivered(self, err, msg):
-        if err is not None:
+        from confluent_kafka import KafkaError
+        if err is None:
+            self._report.sent += 1
+            self._outage.delivered()
+        elif err.code() == KafkaError._PURGE_QUEUE and not self._closed:
+            self._report.dropped += 1
+        else:
+            self._report.undelivered += 1
             self._errors.append(err)
 
     def _send(self, record):
@@ -254,15 +377,22 @@ class FlatmonMonitor:
         if len(value) > MAX_MESSAGE_BYTES - (1 << 16):
             raise ValueError("a %s record of %d bytes exceeds flatmon's 64 MiB limit; lower split_batches"
                              % (record.WhichOneof("record"), len(value)))
-        while True:
+        try:
+            self._producer.produce(TELEMETRY_TOPIC, key=self.run_id.encode(), value=value, on_delivery=self._delivered)
+        except BufferError:
+            # The buffer is full (the broker is unreachable or far behind): drop what is queued — the oldest
+            # records, not yet sent — rather than block training; the purged records are counted as dropped.
+            before = self._report.dropped
+            self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+            self._producer.poll(0)
+            LOG.debug("flatmon_client: buffer full, dropped %d queued records", self._report.dropped - before)
             try:
                 self._producer.produce(TELEMETRY_TOPIC, key=self.run_id.encode(), value=value,
                                        on_delivery=self._delivered)
-                break
             except BufferError:
-                self._producer.poll(0.1)
+                self._report.dropped += 1      # larger than the whole buffer
         self._producer.poll(0)
-        if self._errors:
+        if self._errors and self.strict:
             raise RuntimeError("flatmon_client: publishing to %s failed: %s" % (TELEMETRY_TOPIC, self._errors[0]))
         return len(value)
 
@@ -339,7 +469,10 @@ class FlatmonMonitor:
         splits = [(s, name, self._take(b)) for s, name, b in splits if b is not None]
         if not splits:
             raise ValueError("measure() needs a train_batch and/or an eval_batch")
-        self._backpressure()
+        if self.max_pending is not None:
+            self._backpressure()
+        elif self.signal_mode == "interval" and self._measured_steps:
+            self._await_signal(self._measured_steps[-1])
         t0 = time.perf_counter()
         out = Measurement(step=step)
         snap = self._snapshot(step)
@@ -406,7 +539,24 @@ class FlatmonMonitor:
         self.last_step = step
         self.last_measurement = out
         self._measured_steps.append(step)
+        if self.signal_mode == "measurement" and self.max_pending is None:
+            self._producer.poll(0)
+            self._await_signal(step)
         return out
+
+    def _await_signal(self, step):
+        """Waits up to signal_timeout for the signal of `step`, unless a STOP is in, the broker is unreachable
+        or an earlier wait timed out (until a signal arrives again)."""
+        if self._listener is None or self.should_stop() or self._outage.active:
+            return
+        if not self._waiting:
+            self._waiting = bool(self.signals) and self.signals[-1].step >= step
+            return
+        if self._listener.wait_for(lambda s: s.step >= step, self.signal_timeout) is None and not self._outage.active:
+            self._waiting = False
+            LOG.warning("flatmon_client: no signal for step %d within %.1f s; not waiting for signals until one "
+                        "arrives (is the service running, and does the policy's split get measured?)",
+                        step, self.signal_timeout)
 
     def _backpressure(self):
         """With max_pending=k, wait until flatmon has answered all but the last k measurements."""
@@ -429,6 +579,9 @@ class FlatmonMonitor:
     def attach(self, optimizer, train_batch, eval_batch=None, start_step=0):
         """Automatic mode: wraps optimizer.step so that every call counts a step and every
         every_n_steps-th one is measured with train_batch/eval_batch ((x, y) or callables)."""
+        if eval_batch is None and needs_eval(self.policy):
+            raise ValueError("the policy monitors %s, which needs eval data, but attach() got no eval_batch"
+                             % policy_pb2.MonitoredQuantity.Name(self.policy.monitor))
         self._auto_step = int(start_step)
         original = optimizer.step
 
@@ -476,17 +629,28 @@ class FlatmonMonitor:
     # lifecycle
     # ------------------------------------------------------------------------------------------
     def flush(self, timeout=30.0):
+        """Waits up to `timeout` s for queued records; returns how many are left (raises for them, or for a
+        failed delivery, only with strict=True)."""
         left = self._producer.flush(timeout)
-        if left:
+        if self.strict and left:
             raise RuntimeError("flatmon_client: %d telemetry records not delivered within %.0f s" % (left, timeout))
-        if self._errors:
+        if self.strict and self._errors:
             raise RuntimeError("flatmon_client: publishing to %s failed: %s" % (TELEMETRY_TOPIC, self._errors[0]))
+        return left
 
-    def close(self, reason=None, final_step=None, timeout=30.0):
-        """Publishes RunEnded, flushes every record and stops the signal listener. Idempotent."""
+    @property
+    def delivery_report(self):
+        """The DeliveryReport so far (close() returns the final one)."""
+        return DeliveryReport(self._report.sent, self._report.dropped, self._report.undelivered)
+
+    def close(self, reason=None, final_step=None, timeout=10.0) -> DeliveryReport:
+        """Publishes RunEnded, waits up to `timeout` s for every record and stops the signal listener.
+        Returns the DeliveryReport; raises RuntimeError when records were dropped or not delivered only
+        with strict=True. Idempotent."""
         if self._closed:
-            return
+            return self._final_report
         self._closed = True
+        self._final_report = None
         try:
             if reason is None:
                 reason = "early_stopped" if self.should_stop() else "completed"
@@ -494,11 +658,20 @@ class FlatmonMonitor:
                 final_step = max(self._auto_step, self.last_step or 0)
             self._send(telemetry_pb2.TelemetryRecord(run_ended=telemetry_pb2.RunEnded(
                 run_id=self.run_id, reason=reason, final_step=int(final_step), publish_time_micros=_now_us())))
-            self.flush(timeout)
+            left = self._producer.flush(timeout)
+            if left:
+                # Give up on what is still queued; purging delivers its reports as undelivered-by-close.
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.poll(0)
+            report = self._final_report = self.delivery_report
         finally:
             if self._listener is not None:
                 self._listener.stop_event.set()
                 self._listener.join(10)
+        if self.strict and not report.complete:
+            raise RuntimeError("flatmon_client: telemetry incomplete: %d records sent, %d dropped while Kafka was "
+                               "unreachable, %d not delivered" % (report.sent, report.dropped, report.undelivered))
+        return report
 
     def __enter__(self):
         return self

@@ -72,7 +72,7 @@ def train_step(model, opt, x, y):
 def report():
     """(d): where would a κ-based policy have stopped each run, next to the eval-loss optimum."""
     kappa_p3 = make_policy("relative_flatness", patience=3)
-    kappa_p10 = make_policy("relative_flatness", patience=10)   # the service's default policy
+    kappa_p10 = make_policy("relative_flatness", patience=10)   # the former server default
     lines = ["", "(d) kappa-based early stopping vs the eval-loss optimum (reported, not asserted)",
              "%-34s %5s %11s %11s %13s %13s %s" % ("run", "meas", "eval-opt", "eval-loss", "kappa-stop p3",
                                                   "kappa-stop p10", "flatmon STOP (monitor, reason, best)")]

@@ -143,6 +143,21 @@ class PolicyReplay(unittest.TestCase):
         s = simulate(make_policy("kappa", patience=2, start_from_step=3), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)])
         self.assertEqual((s["stop_step"], s["best_step"]), (5, 3))
 
+    def test_smoothing_relative_delta_warn_only_guard_only(self):
+        """The same sequences as StopDetectorTest's rows: the replay agrees with the server's detector."""
+        s = simulate(make_policy("kappa", patience=1, smoothing=2), [(10, 4), (20, 2), (30, 3), (40, 3)])
+        self.assertEqual((s["stop_step"], s["best_step"]), (40, 30))
+        s = simulate(make_policy("kappa", patience=1, min_delta_relative=0.1), [(10, 10), (20, 9.5), (30, 8)])
+        self.assertEqual((s["stop_step"], s["best_step"]), (20, 10))
+        s = simulate(make_policy("kappa", patience=1, min_delta_relative=0.1), [(10, 10), (20, 8.9)])
+        self.assertEqual((s["stop_step"], s["best_step"]), (None, 20))
+        s = simulate(make_policy("kappa", patience=2, warn_only=True), [(10, 3), (20, 4), (30, 5), (40, 6), (50, 1)])
+        self.assertEqual(([d[2] for d in s["decisions"]], s["warn_steps"], s["stop_step"]), (
+            ["IMPROVED", "NO_IMPROVEMENT", "PATIENCE_EXHAUSTED", "PATIENCE_EXHAUSTED", "IMPROVED"], [30, 40], None))
+        s = simulate(make_policy("guard_only"), [(10, 2.3), (20, 50.0), (30, float("nan"))])
+        self.assertEqual(([d[1:] for d in s["decisions"]], s["stop_step"]), (
+            [("CONTINUE", "HEALTHY"), ("CONTINUE", "HEALTHY"), ("STOP", "NON_FINITE")], 30))
+
 
 class Snapshot(unittest.TestCase):
     def test_bn_folded_scale(self):

@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
     name = "bench",
     mixinStandardHelpOptions = true,
     description = "Benchmarks that print figures. See the subcommands.",
-    subcommands = {BenchEngineCommand.class, BenchPipelineCommand.class})
+    subcommands = {BenchEngineCommand.class, BenchPipelineCommand.class, BenchSignalsCommand.class})
 final class BenchCommand implements Runnable {
   @picocli.CommandLine.Spec
   picocli.CommandLine.Model.CommandSpec spec;

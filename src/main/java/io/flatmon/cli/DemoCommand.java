@@ -54,8 +54,12 @@ import picocli.CommandLine.Spec;
         "  overfit       150 samples, 40%% of their labels randomised, no regulariser",
         "  weight-decay  1000 clean samples, Adam weight decay 5e-4",
         "  dropout       1000 clean samples, dropout 0.3, weight decay 1e-4",
-        "Each run asks flatmon to stop it once its eval loss stops improving",
-        "(patience 5 measurements) and restores its best weights when told to.",
+        "overfit and weight-decay ask flatmon to stop them once their eval loss",
+        "stops improving (patience 5 measurements) and restore their best weights",
+        "(best = lowest eval loss); dropout sends no policy and runs under the",
+        "server default, which stops only a non-finite or diverging run. Each",
+        "trainer waits for the signal of each measurement, so it stops at exactly",
+        "the step of its STOP.",
         "The live table shows flatmon's latest final measurement per run (step,",
         "relative flatness kappa, Tr H, eval loss and accuracy) and its last signal.",
         "Ends when the trainers end, or on Ctrl-C; leaves nothing running.",
@@ -98,8 +102,8 @@ final class DemoCommand implements Callable<Integer> {
   String python;
 
   @Option(names = "--monitor", defaultValue = "eval_loss",
-      description = "What the trainers' early-stop policy watches: eval_loss, relative_flatness, hessian_trace, "
-          + "generalization_gap, or server for the service default (default ${DEFAULT-VALUE}).")
+      description = "What the policy of overfit and weight-decay watches: eval_loss, relative_flatness, "
+          + "hessian_trace, generalization_gap, or server for the service default (default ${DEFAULT-VALUE}).")
   String monitor;
 
   @Option(names = "--verbose", description = "Show the service's log (default: warnings from flatmon and errors only).")
@@ -110,7 +114,9 @@ final class DemoCommand implements Callable<Integer> {
     final String name;
     final String runId;
     final String regularisation;
+    final String monitor;
     final List<String> args;
+    final List<double[]> kappa = new ArrayList<>();
     Process process;
     Path log;
     Integer exit;
@@ -121,11 +127,24 @@ final class DemoCommand implements Callable<Integer> {
     final List<FlatnessResult> finals = new ArrayList<>();
     final List<TrainerSignal> signals = new ArrayList<>();
 
-    Trainer(String name, String runId, String regularisation, List<String> args) {
+    Trainer(String name, String runId, String regularisation, String monitor, List<String> args) {
       this.name = name;
       this.runId = runId;
       this.regularisation = regularisation;
+      this.monitor = monitor;
       this.args = args;
+    }
+
+    /** The policy in words, and what its "best" is. */
+    String policy() {
+      return switch (monitor) {
+        case "server" -> "server default (stops NaN/divergence only)";
+        case "eval_loss" -> "eval_loss, patience 5 (best: lowest eval loss)";
+        case "relative_flatness" -> "kappa, patience 5 (best: lowest kappa)";
+        case "hessian_trace" -> "Tr H, patience 5 (best: lowest Tr H)";
+        case "generalization_gap" -> "gap, patience 5 (best: smallest gap)";
+        default -> monitor + ", patience 5";
+      };
     }
   }
 
@@ -186,11 +205,11 @@ final class DemoCommand implements Callable<Integer> {
           + "  metrics    %s/metrics%n%n", http, service.bootstrapServers(), http, http);
       out.flush();
       String suffix = Long.toString(System.currentTimeMillis() / 1000 % 100000, 36);
-      trainers.add(new Trainer("overfit", "demo-overfit-" + suffix, "150 samples, 40% label noise, none",
+      trainers.add(new Trainer("overfit", "demo-overfit-" + suffix, "150 samples, 40% label noise, none", monitor,
           List.of("--train-size", "150", "--label-noise", "0.4")));
-      trainers.add(new Trainer("weight-decay", "demo-weight-decay-" + suffix, "1000 samples, wd 5e-4",
+      trainers.add(new Trainer("weight-decay", "demo-weight-decay-" + suffix, "1000 samples, wd 5e-4", monitor,
           List.of("--weight-decay", "5e-4")));
-      trainers.add(new Trainer("dropout", "demo-dropout-" + suffix, "1000 samples, dropout 0.3, wd 1e-4",
+      trainers.add(new Trainer("dropout", "demo-dropout-" + suffix, "1000 samples, dropout 0.3, wd 1e-4", "server",
           List.of("--dropout", "0.3", "--weight-decay", "1e-4")));
       try (KafkaConsumer<String, byte[]> consumer = consumer(service.bootstrapServers())) {
         for (Trainer t : trainers) {
@@ -288,7 +307,7 @@ final class DemoCommand implements Callable<Integer> {
   private void start(Trainer t, Path repo, Path dir, String bootstrap) throws IOException {
     List<String> cmd = new ArrayList<>(List.of(python, repo.resolve(TRAINER).toString(), "--bootstrap", bootstrap,
         "--run-id", t.runId, "--display-name", t.name, "--steps", Integer.toString(steps), "--every",
-        Integer.toString(every), "--monitor", monitor, "--lr", "1e-2",
+        Integer.toString(every), "--monitor", t.monitor, "--lr", "1e-2",
         "--parent-pid", Long.toString(ProcessHandle.current().pid())));
     cmd.addAll(t.args);
     t.log = dir.resolve("logs").resolve(t.name + ".log");
@@ -346,8 +365,11 @@ final class DemoCommand implements Callable<Integer> {
               if (t.eval == null || res.getStep() >= t.eval.getStep()) {
                 t.eval = res;
               }
-            } else if (t.train == null || res.getStep() >= t.train.getStep()) {
-              t.train = res;
+            } else {
+              t.kappa.add(new double[] {res.getStep(), res.getRelativeFlatness().getMean()});
+              if (t.train == null || res.getStep() >= t.train.getStep()) {
+                t.train = res;
+              }
             }
           } else {
             TrainerSignal s = TrainerSignal.parseFrom(r.value());
@@ -420,14 +442,17 @@ final class DemoCommand implements Callable<Integer> {
     int rc = 0;
     for (Trainer t : trainers) {
       String result = resultLine(t.log);
+      out.printf("%-13s policy: %s%n", t.name, t.policy());
       if (t.stop != null) {
-        out.printf(Locale.ROOT, "%-13s stopped by flatmon: STOP %s at step %d; best %s %.4g at step %d%s%n",
-            t.name, t.stop.getReason(), t.stop.getStep(), t.stop.getMonitor().name().toLowerCase(Locale.ROOT),
-            t.stop.getBestValue(), t.stop.getBestStep(),
-            result.contains("restored_step") ? " (weights restored)" : "");
+        String last = t.train == null ? "" : t.train.getStep() == t.stop.getStep() ? ", its last measurement"
+            : "; its last measurement is step " + t.train.getStep() + " (the trainer saw the STOP late)";
+        out.printf(Locale.ROOT, "%-13s stopped by flatmon: STOP %s at step %d%s; %s%n", "", t.stop.getReason(),
+            t.stop.getStep(), last, t.stop.getBestStep() < 0 ? "no best step"
+                : String.format(Locale.ROOT, "best %s %.4g at step %d%s", bestOf(t.stop), t.stop.getBestValue(),
+                    t.stop.getBestStep(), result.contains("restored_step") ? " (weights restored)" : ""));
       } else if (t.exit != null && t.exit == 0) {
-        out.printf(Locale.ROOT, "%-13s trained all %d steps; last signal %s%n", t.name, steps,
-            t.signal == null ? "-" : t.signal.getAction() + " " + t.signal.getReason());
+        out.printf(Locale.ROOT, "%-13s trained all %d steps; last signal %s%s%n", "", steps,
+            t.signal == null ? "-" : t.signal.getAction() + " " + t.signal.getReason(), formerDefault(t));
       }
       if (t.exit != null && t.exit != 0 && !interrupted.get()) {
         rc = 1;
@@ -457,6 +482,43 @@ final class DemoCommand implements Callable<Integer> {
     out.flush();
   }
 
+  /** What a STOP's best value is: the monitored quantity's best in its direction. */
+  private static String bestOf(TrainerSignal s) {
+    return switch (s.getMonitor()) {
+      case EVAL_LOSS -> "(lowest) eval loss";
+      case RELATIVE_FLATNESS -> "(lowest) kappa";
+      case HESSIAN_TRACE -> "(lowest) Tr H";
+      case GENERALIZATION_GAP -> "(smallest) generalization gap";
+      default -> s.getMonitor().name().toLowerCase(Locale.ROOT);
+    };
+  }
+
+  /**
+   * For a run under the server default: where the former default (kappa, lower is better, patience 10)
+   * would have stopped it, replayed on the kappa flatmon measured.
+   */
+  private static String formerDefault(Trainer t) {
+    if (!"server".equals(t.monitor) || t.kappa.isEmpty()) {
+      return "";
+    }
+    io.flatmon.proto.v1.EarlyStopPolicy former = io.flatmon.proto.v1.EarlyStopPolicy.newBuilder()
+        .setMonitor(io.flatmon.proto.v1.MonitoredQuantity.RELATIVE_FLATNESS)
+        .setMode(io.flatmon.proto.v1.PolicyMode.MIN).setPatience(10).setCheckFinite(true).build();
+    io.flatmon.proto.v1.DetectorState state = io.flatmon.proto.v1.DetectorState.getDefaultInstance();
+    List<double[]> sorted = new ArrayList<>(t.kappa);
+    sorted.sort((a, b) -> Double.compare(a[0], b[0]));
+    for (double[] sk : sorted) {
+      io.flatmon.signal.StopDetector.Decision d =
+          io.flatmon.signal.StopDetector.observe(former, state, t.runId, (long) sk[0], sk[1]);
+      state = d.state();
+      if (d.signal().getAction() == SignalAction.STOP) {
+        return String.format(Locale.ROOT, "; kept alive: the former default (kappa, lower is better, patience 10) "
+            + "would have stopped it at step %d", d.signal().getStep());
+      }
+    }
+    return "";
+  }
+
   private static List<String> table(List<Trainer> trainers) {
     List<String> lines = new ArrayList<>();
     lines.add(String.format(Locale.ROOT, "%-13s %-36s %5s %11s %11s %9s %6s  %s", "run", "regularisation", "step",
@@ -474,8 +536,8 @@ final class DemoCommand implements Callable<Integer> {
     String signal = "-";
     TrainerSignal s = t.stop != null ? t.stop : t.signal;
     if (s != null) {
-      signal = String.format(Locale.ROOT, "%s %s @%d (best %d)", s.getAction(), s.getReason(), s.getStep(),
-          s.getBestStep());
+      signal = String.format(Locale.ROOT, "%s %s @%d%s", s.getAction(), s.getReason(), s.getStep(),
+          s.getBestStep() < 0 ? "" : " (best " + s.getBestStep() + ")");
     }
     String state = t.exit == null ? "" : t.exit == 0 ? "  [done]" : "  [exit " + t.exit + "]";
     return String.format(Locale.ROOT, "%-13s %-36s %5s %11s %11s %9s %6s  %s%s", t.name, t.regularisation, step,

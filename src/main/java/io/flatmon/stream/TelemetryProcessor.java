@@ -169,10 +169,27 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
       listener.onRunSeen(run.getRunId(), run.getDisplayName(), run.getFramework());
     }
     if (started.hasEarlyStopPolicy()) {
-      run.setPolicy(io.flatmon.signal.StopDetector.effective(started.getEarlyStopPolicy(), settings.defaultPolicy()))
-          .setPolicyFromTrainer(true);
+      acceptPolicy(run, started.getEarlyStopPolicy(), timestamp);
     }
     saveRun(run, timestamp);
+  }
+
+  /**
+   * A run's own policy, or — when it is invalid — the server default and a WARN / INVALID_POLICY signal
+   * (step 0) that says why.
+   */
+  private void acceptPolicy(RunState.Builder run, io.flatmon.proto.v1.EarlyStopPolicy requested, long timestamp) {
+    io.flatmon.proto.v1.EarlyStopPolicy policy =
+        io.flatmon.signal.StopDetector.effective(requested, settings.defaultPolicy());
+    List<String> problems = io.flatmon.signal.StopDetector.problems(policy);
+    if (problems.isEmpty()) {
+      run.setPolicy(policy).setPolicyFromTrainer(true);
+      return;
+    }
+    run.clearPolicy().setPolicyFromTrainer(false);
+    send(run.getRunId(), io.flatmon.signal.StopDetector.warning(settings.defaultPolicy(), run.getDetector(),
+        run.getRunId(), 0, io.flatmon.proto.v1.SignalReason.INVALID_POLICY,
+        "invalid early-stop policy: " + String.join("; ", problems) + "; the server default applies"), timestamp);
   }
 
   private void onSnapshot(LayerSnapshot s, long timestamp) throws RejectedRecordException {
@@ -260,7 +277,10 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
 
   /**
    * Feeds a final result to the run's early-stop detector if it carries the monitored quantity of the
-   * run's primary layer (the first layer to finish a measurement), and sends the signal.
+   * run's primary layer (the first layer to finish a measurement), and sends the signal. Every final
+   * train result first passes the run-wide guard (non-finite values, loss divergence); a measurement
+   * without the eval split that the policy needs gets WARN / EVAL_DATA_MISSING, so that every
+   * measurement of the primary layer is answered.
    */
   private void signal(RunState.Builder run, FlatnessResult r, long timestamp) {
     io.flatmon.proto.v1.EarlyStopPolicy policy = run.hasPolicy() ? run.getPolicy() : settings.defaultPolicy();
@@ -271,8 +291,28 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     if (!state.getPrimaryLayer().equals(r.getLayer())) {
       return;
     }
-    double value;
     boolean train = r.getSplit() == Split.TRAIN;
+    if (train) {
+      io.flatmon.signal.StopDetector.Decision g = io.flatmon.signal.StopDetector.guard(policy, state.build(),
+          r.getRunId(), r.getStep(), new io.flatmon.signal.StopDetector.TrainQuantities(r.getLoss().getMean(),
+              r.getHessianTrace().getMean(), r.getRelativeFlatness().getMean(),
+              r.getRelativeFlatnessNormalized().getMean()));
+      state = g.state().toBuilder();
+      run.setDetector(state);
+      if (g.signal() != null) {
+        send(r.getRunId(), g.signal(), timestamp);
+        return;
+      }
+      if (io.flatmon.signal.StopDetector.needsEval(policy)
+          && !run.getOpenMeasurementsList().contains(StateKeys.measurement(r.getRunId(), r.getLayer(), r.getStep(),
+              Split.EVAL))) {
+        send(r.getRunId(), io.flatmon.signal.StopDetector.warning(policy, state.build(), r.getRunId(), r.getStep(),
+            io.flatmon.proto.v1.SignalReason.EVAL_DATA_MISSING, "the policy monitors " + policy.getMonitor()
+                + " but the measurement of step " + r.getStep() + " has no eval split"), timestamp);
+        return;
+      }
+    }
+    double value;
     switch (policy.getMonitor()) {
       case RELATIVE_FLATNESS, MONITOR_UNSPECIFIED -> {
         if (!train) {
@@ -291,6 +331,12 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
           return;
         }
         value = r.getHessianTrace().getMean();
+      }
+      case GUARD_ONLY -> {
+        if (!train) {
+          return;
+        }
+        value = r.getLoss().getMean();
       }
       case EVAL_LOSS -> {
         if (train) {
@@ -317,10 +363,14 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
     io.flatmon.signal.StopDetector.Decision d =
         io.flatmon.signal.StopDetector.observe(policy, state.build(), r.getRunId(), r.getStep(), value);
     run.setDetector(d.state());
-    io.flatmon.proto.v1.TrainerSignal signal = d.signal().toBuilder()
+    send(r.getRunId(), d.signal(), timestamp);
+  }
+
+  private void send(String runId, io.flatmon.proto.v1.TrainerSignal decided, long timestamp) {
+    io.flatmon.proto.v1.TrainerSignal signal = decided.toBuilder()
         .setEmittedTimeMicros(System.currentTimeMillis() * 1000L).build();
-    context.forward(new Record<>(r.getRunId(), signal.toByteArray(), timestamp), FlatmonTopology.SIGNALS_SINK);
-    listener.onSignal(r.getRunId(), signal);
+    context.forward(new Record<>(runId, signal.toByteArray(), timestamp), FlatmonTopology.SIGNALS_SINK);
+    listener.onSignal(runId, signal);
   }
 
   private static FlatnessResult result(MeasurementState.Builder m, StepAggregate aggregate, boolean last) {

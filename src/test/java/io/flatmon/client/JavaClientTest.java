@@ -20,6 +20,7 @@ import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -73,5 +74,68 @@ class JavaClientTest {
         assertTrue(signals.shouldStop());
       }
     }
+  }
+
+  /**
+   * The server default on a real broker: a run that sends no policy gets CONTINUE / HEALTHY while its
+   * values are finite, STOP / NON_FINITE at the first measurement whose weights are NaN; a run with an
+   * invalid policy gets WARN / INVALID_POLICY and then runs under the default.
+   */
+  @Test
+  void defaultPolicyStopsOnlyANonFiniteRunAndInvalidPoliciesAreNamed(@TempDir Path dir) throws Exception {
+    FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-client-default", 2,
+        (short) 1, Duration.ofHours(1).toMillis(), 1, "127.0.0.1", 0, TopologySettings.defaults());
+    try (FlatmonService service = new FlatmonService(config).start(Duration.ofSeconds(120))) {
+      SyntheticHeads random = new SyntheticHeads(11);
+      ConvGeometry g = new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1);
+      HeadSnapshot head = random.head(6, 3, g, 5, Activation.of(Activation.Kind.RELU), true, false, 2.0);
+      float[] nanKernel = head.kernel().clone();
+      nanKernel[0] = Float.NaN;
+      HeadSnapshot diverged = HeadSnapshot.builder(6, 3, g, 5).kernel(nanKernel).bias(head.bias())
+          .activation(head.activation()).classifier(head.classifierWeight(), head.classifierBias()).build();
+      EarlyStopPolicy invalid = EarlyStopPolicy.newBuilder().setMonitor(MonitoredQuantity.EVAL_LOSS)
+          .setMode(PolicyMode.MIN).setPatience(-1).build();
+      Map<String, List<TrainerSignal>> received = new java.util.concurrent.ConcurrentHashMap<>();
+      List<AutoCloseable> open = new ArrayList<>();
+      try {
+        for (String run : List.of("healthy", "nan", "invalid")) {
+          received.put(run, new CopyOnWriteArrayList<>());
+          open.add(new SignalSubscriber(service.bootstrapServers(), run, Map.of(), received.get(run)::add));
+          TelemetryPublisher publisher = new TelemetryPublisher(service.bootstrapServers(), run, Map.of());
+          open.add(publisher);
+          TelemetryPublisher.await(publisher.runStarted(run.equals("invalid") ? invalid : null));
+          for (long step = 1; step <= 3; step++) {
+            HeadSnapshot h = run.equals("nan") && step >= 2 ? diverged : head;
+            publisher.snapshot("head", step, h);
+            publisher.batch("head", step, Split.TRAIN, h, random.batch(h, 4, 5, 5, true));
+            TelemetryPublisher.await(publisher.measurementDone(step));
+          }
+        }
+        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while ((received.get("healthy").size() < 3 || received.get("nan").size() < 3
+            || received.get("invalid").size() < 4) && System.nanoTime() < deadline) {
+          Thread.sleep(100);
+        }
+      } finally {
+        for (AutoCloseable c : open) {
+          c.close();
+        }
+      }
+      assertEquals(List.of("CONTINUE/HEALTHY", "CONTINUE/HEALTHY", "CONTINUE/HEALTHY"), names(received.get("healthy")));
+      assertEquals(List.of("CONTINUE/HEALTHY", "STOP/NON_FINITE", "STOP/NON_FINITE"), names(received.get("nan")));
+      TrainerSignal stop = received.get("nan").get(1);
+      assertEquals(2, stop.getStep());
+      assertTrue(stop.getDetail().matches("(train loss|Tr H|relative flatness|normalized relative flatness) is NaN"),
+          stop.getDetail());
+      List<TrainerSignal> inv = received.get("invalid");
+      assertEquals(List.of("WARN/INVALID_POLICY", "CONTINUE/HEALTHY", "CONTINUE/HEALTHY", "CONTINUE/HEALTHY"),
+          names(inv));
+      assertEquals("invalid early-stop policy: patience must be >= 0, got -1; the server default applies",
+          inv.get(0).getDetail());
+    }
+  }
+
+  private static List<String> names(List<TrainerSignal> signals) {
+    return signals.stream().map(s -> s.getAction() + "/" + s.getReason()).toList();
   }
 }
