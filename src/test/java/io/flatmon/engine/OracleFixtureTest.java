@@ -109,35 +109,6 @@ class OracleFixtureTest {
     assertTrue(cases.stream().anyMatch(c -> c.oracle.getMaxLogitGap() >= 35), "logit gaps up to 40");
   }
 
-  @ParameterizedTest(name = "{0}")
-  @MethodSource("allCases")
-  void referenceMatchesOracle(Case c) {
-    OracleValues expected = c.oracle.getExpected();
-    ReferenceCurvature reference = new ReferenceCurvature();
-    StepAggregate agg = aggregate(reference, c);
-    String id = c.oracle.getCaseId();
-    assertRelative(id + " Tr H", expected.getHessianTrace(), agg.hessianTrace().mean(), REFERENCE_TOLERANCE);
-    assertRelative(id + " κ", expected.getRelativeFlatness(), agg.relativeFlatness().mean(), REFERENCE_TOLERANCE);
-    assertRelative(id + " κ_norm", expected.getRelativeFlatnessNormalized(),
-        agg.relativeFlatnessNormalized().mean(), REFERENCE_TOLERANCE);
-    assertRelative(id + " Tr H_V", expected.getClassifierHessianTrace(), agg.classifierHessianTrace().mean(),
-        REFERENCE_TOLERANCE);
-    assertRelative(id + " κ_V", expected.getClassifierRelativeFlatness(),
-        agg.classifierRelativeFlatness().mean(), REFERENCE_TOLERANCE);
-    if (c.batch.hasLabels()) {
-      assertRelative(id + " loss", expected.getLoss(), agg.loss().mean(), REFERENCE_TOLERANCE);
-      // a mean of 0/1 by Welford's update: a few ulp from the exact fraction
-      assertRelative(id + " accuracy", expected.getAccuracy(), agg.accuracy().mean(), 1e-15);
-    } else {
-      assertEquals(0, agg.labelledSamples());
-    }
-    assertRelative(id + " wd Tr", expected.getWeightDecayTrace(), c.head.weightDecayTrace(), REFERENCE_TOLERANCE);
-    assertRelative(id + " wd κ", expected.getWeightDecayRelativeFlatness(), c.head.weightDecayRelativeFlatness(),
-        REFERENCE_TOLERANCE);
-    double lambda = reference.maxEigenvalue(c.head, List.of(c.batch));
-    assertRelative(id + " λ_max", expected.getHessianMaxEigenvalue(), lambda, REFERENCE_TOLERANCE);
-  }
-
   /** The float32 engine against the fixtures directly, not only through the reference. */
   @ParameterizedTest(name = "{0}")
   @MethodSource("allCases")
