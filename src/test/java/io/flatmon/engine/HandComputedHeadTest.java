@@ -1,6 +1,7 @@
 package io.flatmon.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
 
@@ -64,6 +65,51 @@ class HandComputedHeadTest {
   @Test
   void maxEigenvalueOfTheOneByOneHessianIsItsTrace() {
     assertRelative("λ_max", TR_H, new ReferenceCurvature().maxEigenvalue(head(), java.util.List.of(batch())), 1e-14);
+  }
+
+  /** Identity σ: no second term, so the cancellation scale of each sample is its value. */
+  @Test
+  void cancellationScaleOfAPiecewiseLinearHeadIsTheValue() {
+    double[][] scales = new ReferenceCurvature().cancellationScales(head(), batch(), new double[] {2.0});
+    for (int n = 0; n < 2; n++) {
+      assertRelative("Tr H scale", TR_H, scales[0][n], 1e-15);
+      assertRelative("κ scale", A, scales[1][n], 1e-15);
+      assertRelative("κ_norm scale", A, scales[2][n], 1e-15);
+    }
+    assertEquals(null, new ReferenceCurvature().cancellationScales(head(), batch(), null)[2]);
+  }
+
+  /** Without ρ there is no κ_norm (NaN), and everything else is unchanged. */
+  @Test
+  void withoutInputChannelRmsThereIsNoNormalizedKappa() {
+    BatchCurvature b = new ReferenceCurvature().compute(head(), batch(), null);
+    assertEquals(2, b.samples());
+    assertTrue(Double.isNaN(b.relativeFlatnessNormalized()[0]));
+    assertRelative("Tr H", TR_H, b.hessianTrace()[1], 1e-15);
+    assertEquals(1.0, b.correct()[0], 0.0);
+    assertEquals(0.0, b.correct()[1], 0.0);
+    assertTrue(!b.nonFiniteInput());
+  }
+
+  /** A NaN in the input is no error: it propagates and sets the non-finite flag (docs/math.md §5). */
+  @Test
+  void nonFiniteInputPropagatesAndIsFlagged() {
+    ActivationBatch bad = new ActivationBatch(2, 1, 1, 1, new float[] {2f, Float.NaN}, null, new int[] {0, 0});
+    BatchCurvature b = new ReferenceCurvature().compute(head(), bad, new double[] {2.0});
+    assertTrue(b.nonFiniteInput());
+    assertRelative("Tr H of the finite sample", TR_H, b.hessianTrace()[0], 1e-15);
+    assertTrue(Double.isNaN(b.hessianTrace()[1]));
+    assertTrue(Double.isNaN(b.classifierHessianTrace()[1]));
+  }
+
+  /** Unlabelled samples: loss and correctness NaN, the label-free curvature unchanged. */
+  @Test
+  void unlabelledSamplesHaveNoLoss() {
+    ActivationBatch unlabelled = new ActivationBatch(2, 1, 1, 1, new float[] {2f, -2f}, null, null);
+    BatchCurvature b = new ReferenceCurvature().compute(head(), unlabelled, new double[] {2.0});
+    assertTrue(Double.isNaN(b.loss()[0]) && Double.isNaN(b.correct()[0]));
+    assertRelative("Tr H", TR_H, b.hessianTrace()[0], 1e-15);
+    assertRelative("κ_V", A, b.classifierRelativeFlatness()[1], 1e-15);
   }
 
   private static void check(CurvatureComputer computer, double tol) {

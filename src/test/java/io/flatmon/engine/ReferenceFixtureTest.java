@@ -4,6 +4,7 @@ import static io.flatmon.engine.OracleFixtureTest.REFERENCE_TOLERANCE;
 import static io.flatmon.engine.OracleFixtureTest.aggregate;
 import static io.flatmon.engine.OracleFixtureTest.assertRelative;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.flatmon.engine.OracleFixtureTest.Case;
 import io.flatmon.proto.v1.OracleValues;
@@ -52,4 +53,29 @@ class ReferenceFixtureTest {
     assertRelative(id + " λ_max", expected.getHessianMaxEigenvalue(), lambda, REFERENCE_TOLERANCE);
   }
 
+
+  /**
+   * The cancellation scale |first term| + |second term| (docs/math.md §5) bounds each sample's value
+   * and equals it when σ'' = 0; the sum of the terms is the value.
+   */
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("allCases")
+  void cancellationScalesBoundTheValues(Case c) {
+    ReferenceCurvature reference = new ReferenceCurvature();
+    double[] rho = new StepAggregate().normalizerFor(c.head(), c.batch());
+    BatchCurvature values = reference.compute(c.head(), c.batch(), rho);
+    double[][] scales = reference.cancellationScales(c.head(), c.batch(), rho);
+    double[][] v = {values.hessianTrace(), values.relativeFlatness(), values.relativeFlatnessNormalized()};
+    boolean smooth = c.head().activation().hasCurvature();
+    for (int q = 0; q < 3; q++) {
+      for (int n = 0; n < c.batch().samples(); n++) {
+        double value = Math.abs(v[q][n]);
+        if (smooth) {
+          assertTrue(scales[q][n] >= value * (1 - 1e-12), c + " scale below |value|");
+        } else {
+          assertRelative(c + " scale", value, scales[q][n], 1e-15);
+        }
+      }
+    }
+  }
 }
