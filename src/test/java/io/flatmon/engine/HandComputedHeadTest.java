@@ -1,6 +1,7 @@
 package io.flatmon.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
@@ -110,6 +111,17 @@ class HandComputedHeadTest {
     assertTrue(Double.isNaN(b.loss()[0]) && Double.isNaN(b.correct()[0]));
     assertRelative("Tr H", TR_H, b.hessianTrace()[0], 1e-15);
     assertRelative("κ_V", A, b.classifierRelativeFlatness()[1], 1e-15);
+  }
+
+  /** A batch whose input has two channels does not fit a one-channel kernel: rejected, not measured. */
+  @Test
+  void referenceRejectsABatchThatDoesNotFitTheHead() {
+    ActivationBatch twoChannels = new ActivationBatch(1, 2, 1, 1, new float[] {1f, 1f}, null, new int[] {0});
+    ReferenceCurvature reference = new ReferenceCurvature();
+    assertThrows(IllegalArgumentException.class, () -> reference.compute(head(), twoChannels, null));
+    assertThrows(IllegalArgumentException.class, () -> reference.cancellationScales(head(), twoChannels, null));
+    assertThrows(IllegalArgumentException.class,
+        () -> reference.maxEigenvalue(head(), java.util.List.of(twoChannels)));
   }
 
   private static void check(CurvatureComputer computer, double tol) {

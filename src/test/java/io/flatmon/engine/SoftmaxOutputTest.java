@@ -147,6 +147,8 @@ class SoftmaxOutputTest {
     assertEquals(1, s.top);
     assertEquals(0.0, s.correct);
     assertEquals(1.0, SoftmaxOutput.of(new double[] {0, 2, 2}, v, 1, 1).correct);
+    assertEquals(0.0, ReferenceCurvature.ClassifierTerms.of(new double[] {0, 2, 2}, v, 1, 2).correct);
+    assertEquals(1.0, ReferenceCurvature.ClassifierTerms.of(new double[] {0, 2, 2}, v, 1, 1).correct);
   }
 
   @Test
