@@ -188,6 +188,7 @@ class StepAggregateTest {
     assertTrue(clean.nonFinite());
     assertTrue(StepAggregate.fromState(clean.toState()).nonFinite());
     assertFalse(StepAggregate.fromState(new StepAggregate().toState()).nonFinite());
+    assertNull(StepAggregate.fromState(new StepAggregate().toState()).inputChannelRms(), "no ρ stays no ρ");
   }
 
   /** Chan's merge equals adding everything to one aggregate, for every quantity and count (§7). */
