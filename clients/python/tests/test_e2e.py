@@ -131,7 +131,11 @@ class A_Exactness(unittest.TestCase):
                                         ("wd Tr H", r.weight_decay_trace, ref["weight_decay_trace"]),
                                         ("wd kappa", r.weight_decay_relative_flatness,
                                          ref["weight_decay_relative_flatness"])):
-                    err = abs(got - want) / max(abs(want), 1e-300) if want != 0 else abs(got)
+                    if want == 0:                       # zero by construction (no weight decay): exactly zero
+                        self.assertEqual(got, 0.0, "%s step %d %s %s: flatmon %r, expected exactly 0"
+                                         % (label, step, split, name, got))
+                        continue
+                    err = abs(got - want) / abs(want)   # relative, no absolute floor
                     worst = max(worst, err) if name in ("Tr H", "kappa") else worst
                     self.assertLessEqual(err, REL, "%s step %d %s %s: flatmon %r vs autograd float64 %r (rel %.2e)"
                                          % (label, step, split, name, got, want, err))

@@ -4,9 +4,18 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The plain-Java, float64 evaluation of docs/math.md eqs. (1)–(10), sample by sample, with the
- * anchored numerics of eq. (9). It is written for clarity, not speed, and is the oracle that the
- * ND4J {@link CurvatureEngine} is tested against (and is itself tested against PyTorch autograd).
+ * The plain-Java, float64 evaluation of docs/math.md eqs. (1)–(10), sample by sample. It is written
+ * for clarity, not speed, and is the oracle that the ND4J {@link CurvatureEngine} is tested against
+ * (and is itself tested against PyTorch autograd and a 50-digit mpmath closed form).
+ *
+ * <p>To be an oracle and not a copy, its softmax side ({@link ClassifierTerms}: s, A, δ, ℓ, Tr H_V, κ_V)
+ * shares no code with the engine's {@code SoftmaxOutput} and uses a different stable evaluation: the
+ * pairwise form of eq. (1), {@code A = Σ_{j<k} s_j s_k (v_j − v_k)(v_j − v_k)ᵀ}, in place of the
+ * anchored form of eq. (9). From the engine it uses only data holders ({@link HeadSnapshot},
+ * {@link ActivationBatch}, {@link ConvGeometry}, {@link BatchCurvature}), the σ table of
+ * {@link Activation} (checked against mpmath derivatives by the fixture generator, and through every
+ * activation kind of the fixtures), {@link Patches} (plain-Java im2col that the engine does not use)
+ * and {@link Lanczos} for λ_max.
  */
 public final class ReferenceCurvature implements CurvatureComputer {
 
@@ -32,8 +41,34 @@ public final class ReferenceCurvature implements CurvatureComputer {
       for (double v : t.pooled) {
         h2 += v * v;
       }
-      out.classifierHessianTrace()[n] = t.softmax.classifierHessianTrace(h2);
-      out.classifierRelativeFlatness()[n] = t.softmax.classifierRelativeFlatness(h2, head.classifierWeight());
+      out.classifierHessianTrace()[n] = h2 * t.softmax.probabilityVariance();
+      out.classifierRelativeFlatness()[n] = h2 * t.softmax.rowSpread();
+    }
+    return out;
+  }
+
+  /**
+   * Per sample, |first term| + |second term| of Tr H (eq. 6), κ (eq. 7) and κ_norm (eq. 12), rows in
+   * that order (κ_norm null without ρ). Where the two terms nearly cancel (smooth σ), an error of the
+   * float32 engine is judged against this scale and not against the result (docs/math.md §5); for
+   * σ'' = 0 it is the value itself.
+   */
+  public double[][] cancellationScales(HeadSnapshot head, ActivationBatch batch, double[] inputChannelRms) {
+    batch.checkAgainst(head);
+    double[] omega = gram(head.kernel(), head.channels(), head.patchLength(), null);
+    double[] rho = expandedSquares(head, inputChannelRms);
+    double[] omegaNormalized = rho == null ? null
+        : gram(head.kernel(), head.channels(), head.patchLength(), rho);
+    double[][] out = {new double[batch.samples()], new double[batch.samples()],
+        rho == null ? null : new double[batch.samples()]};
+    for (int n = 0; n < batch.samples(); n++) {
+      SampleTerms t = SampleTerms.of(head, batch, n);
+      out[0][n] = Math.abs(t.traceFirstTerm()) + Math.abs(t.curvatureTerm(null, null));
+      out[1][n] = Math.abs(t.relativeFlatnessFirstTerm(omega, null)) + Math.abs(t.curvatureTerm(omega, null));
+      if (rho != null) {
+        out[2][n] = Math.abs(t.relativeFlatnessFirstTerm(omegaNormalized, rho))
+            + Math.abs(t.curvatureTerm(omegaNormalized, rho));
+      }
     }
     return out;
   }
@@ -105,12 +140,12 @@ public final class ReferenceCurvature implements CurvatureComputer {
     /** a_c² σ''(z_c(p)) / P [C, P], or null when σ'' = 0. */
     final double[] curvature;
     final double[] pooled;
-    final SoftmaxOutput softmax;
+    final ClassifierTerms softmax;
     final float[] classifierWeight;
     private double[] fullA;
 
     private SampleTerms(int c, int d, int p, double[] patches, double[] g, double[] curvature,
-        double[] pooled, SoftmaxOutput softmax, float[] classifierWeight) {
+        double[] pooled, ClassifierTerms softmax, float[] classifierWeight) {
       this.c = c;
       this.d = d;
       this.p = p;
@@ -171,12 +206,17 @@ public final class ReferenceCurvature implements CurvatureComputer {
         logits[cls] = o;
       }
       int label = batch.hasLabels() ? batch.labels()[n] : -1;
-      return new SampleTerms(c, d, p, x, g, curvature, pooled, SoftmaxOutput.of(logits, v, c, label), v);
+      return new SampleTerms(c, d, p, x, g, curvature, pooled, ClassifierTerms.of(logits, v, c, label), v);
     }
 
     /** Σ_c A_cc Γ_cc + Σ_c δ_c q_c (eq. 6). */
     double trace() {
-      double[] diagA = softmax.diagonalOfA(classifierWeight);
+      return traceFirstTerm() + curvatureTerm(null, null);
+    }
+
+    /** Σ_c A_cc Γ_cc, the first term of eq. (6). */
+    double traceFirstTerm() {
+      double[] diagA = softmax.diagonalOfA();
       double sum = 0.0;
       for (int ch = 0; ch < c; ch++) {
         double gg = 0.0;
@@ -185,7 +225,7 @@ public final class ReferenceCurvature implements CurvatureComputer {
         }
         sum += diagA[ch] * gg;
       }
-      return sum + curvatureTerm(null, null);
+      return sum;
     }
 
     /**
@@ -193,6 +233,11 @@ public final class ReferenceCurvature implements CurvatureComputer {
      * normalised patches x/ρ and Ω that of W·ρ (κ_norm, eq. 12).
      */
     double relativeFlatness(double[] omega, double[] rhoSquared) {
+      return relativeFlatnessFirstTerm(omega, rhoSquared) + curvatureTerm(omega, rhoSquared);
+    }
+
+    /** Σ_cc' Ω_cc' A_cc' Γ_cc', the first term of eq. (7). */
+    double relativeFlatnessFirstTerm(double[] omega, double[] rhoSquared) {
       double[] fullA = fullA();
       double sum = 0.0;
       for (int i = 0; i < c; i++) {
@@ -205,7 +250,7 @@ public final class ReferenceCurvature implements CurvatureComputer {
           sum += omega[i * c + e] * fullA[i * c + e] * gamma;
         }
       }
-      return sum + curvatureTerm(omega, rhoSquared);
+      return sum;
     }
 
     /** Σ_c [Ω_cc] δ_c q_c with q_c = Σ_p (a_c² σ''/P) ‖x_p/ρ‖² (eq. 4); zero when σ'' = 0. */
@@ -237,7 +282,7 @@ public final class ReferenceCurvature implements CurvatureComputer {
     /** A (eq. 9), formed once per sample on first use. */
     private double[] fullA() {
       if (fullA == null) {
-        fullA = softmax.fullA(classifierWeight);
+        fullA = softmax.fullA();
       }
       return fullA;
     }
@@ -281,6 +326,165 @@ public final class ReferenceCurvature implements CurvatureComputer {
           }
         }
       }
+    }
+  }
+
+  /**
+   * The softmax side of one sample (docs/math.md eqs. 1 and 10), evaluated independently of the
+   * engine. Probabilities come from log-sum-exp with the max shift; every complement 1 − s_k is the
+   * sum of the other probabilities (never a subtraction from 1); and A, Tr H_V and κ_V use the
+   * pairwise form of diag s − s sᵀ, which follows from Σ_k s_k = 1:
+   *
+   * <pre>
+   *   Vᵀ(diag s − s sᵀ)V = Σ_{j<k} s_j s_k (v_j − v_k)(v_j − v_k)ᵀ
+   * </pre>
+   *
+   * Every term is positive semidefinite, so nothing cancels however confident the sample is: where
+   * s_m → 1 the result is carried by the terms s_m s_k (v_m − v_k)(v_m − v_k)ᵀ, each as accurate as s_k.
+   */
+  static final class ClassifierTerms {
+    final int classes;
+    final int channels;
+    /** V as doubles, row-major [K, C]. */
+    final double[] rows;
+    /** s = exp(o − logsumexp(o)). */
+    final double[] probabilities;
+    /** 1 − s_k = Σ_{j≠k} s_j. */
+    final double[] complements;
+    /** δ = Vᵀ(s − e_y) (eq. 1), or null without a label. */
+    final double[] lossGradient;
+    /** ℓ = logsumexp(o) − o_y, NaN without a label. */
+    final double loss;
+    /** 1 if the first largest logit is the label's, 0 if not, NaN without a label. */
+    final double correct;
+
+    private ClassifierTerms(int classes, int channels, double[] rows, double[] probabilities,
+        double[] complements, double[] lossGradient, double loss, double correct) {
+      this.classes = classes;
+      this.channels = channels;
+      this.rows = rows;
+      this.probabilities = probabilities;
+      this.complements = complements;
+      this.lossGradient = lossGradient;
+      this.loss = loss;
+      this.correct = correct;
+    }
+
+    static ClassifierTerms of(double[] logits, float[] classifierWeight, int channels, int label) {
+      int k = logits.length;
+      double[] rows = new double[k * channels];
+      for (int i = 0; i < rows.length; i++) {
+        rows[i] = classifierWeight[i];
+      }
+      int largest = 0;
+      for (int i = 1; i < k; i++) {
+        if (logits[i] > logits[largest]) {
+          largest = i;
+        }
+      }
+      // logsumexp(o) = o_max + log(1 + Σ_{i≠max} e^{o_i − o_max}); the sum is < K − 1, log1p keeps
+      // its digits when it is tiny (a confident sample).
+      double tail = 0.0;
+      for (int i = 0; i < k; i++) {
+        if (i != largest) {
+          tail += Math.exp(logits[i] - logits[largest]);
+        }
+      }
+      double logSumExp = logits[largest] + Math.log1p(tail);
+      double[] s = new double[k];
+      for (int i = 0; i < k; i++) {
+        s[i] = Math.exp(logits[i] - logSumExp);
+      }
+      double[] complements = new double[k];
+      for (int i = 0; i < k; i++) {
+        double others = 0.0;
+        for (int j = 0; j < k; j++) {
+          if (j != i) {
+            others += s[j];
+          }
+        }
+        complements[i] = others;
+      }
+      double[] gradient = null;
+      double loss = Double.NaN;
+      double correct = Double.NaN;
+      if (label >= 0) {
+        // δ = Σ_k s_k v_k − v_y = Σ_{k≠y} s_k v_k − (1 − s_y) v_y: both parts are small when s_y → 1.
+        gradient = new double[channels];
+        for (int i = 0; i < k; i++) {
+          double weight = i == label ? -complements[i] : s[i];
+          for (int c = 0; c < channels; c++) {
+            gradient[c] += weight * rows[i * channels + c];
+          }
+        }
+        // ℓ = log1p(Σ_{i≠max} e^{o_i − o_max}) + o_max − o_y: no cancellation when y is the top class.
+        loss = Math.log1p(tail) + (logits[largest] - logits[label]);
+        correct = largest == label ? 1.0 : 0.0;
+      }
+      return new ClassifierTerms(k, channels, rows, s, complements, gradient, loss, correct);
+    }
+
+    /** diag A_cc = Σ_{j<k} s_j s_k (v_jc − v_kc)². */
+    double[] diagonalOfA() {
+      double[] diag = new double[channels];
+      for (int j = 0; j < classes; j++) {
+        for (int i = j + 1; i < classes; i++) {
+          double w = probabilities[j] * probabilities[i];
+          for (int c = 0; c < channels; c++) {
+            double t = rows[j * channels + c] - rows[i * channels + c];
+            diag[c] += w * t * t;
+          }
+        }
+      }
+      return diag;
+    }
+
+    /** A = Σ_{j<k} s_j s_k (v_j − v_k)(v_j − v_k)ᵀ, row-major [C, C]. */
+    double[] fullA() {
+      double[] a = new double[channels * channels];
+      double[] t = new double[channels];
+      for (int j = 0; j < classes; j++) {
+        for (int i = j + 1; i < classes; i++) {
+          double w = probabilities[j] * probabilities[i];
+          for (int c = 0; c < channels; c++) {
+            t[c] = rows[j * channels + c] - rows[i * channels + c];
+          }
+          for (int c = 0; c < channels; c++) {
+            double f = w * t[c];
+            for (int e = 0; e < channels; e++) {
+              a[c * channels + e] += f * t[e];
+            }
+          }
+        }
+      }
+      return a;
+    }
+
+    /** Σ_k s_k (1 − s_k), so that Tr H_V = ‖h‖² · this (eq. 10). */
+    double probabilityVariance() {
+      double sum = 0.0;
+      for (int i = 0; i < classes; i++) {
+        sum += probabilities[i] * complements[i];
+      }
+      return sum;
+    }
+
+    /**
+     * Σ_k s_k ‖v_k − Vᵀs‖² = Tr A = Σ_{j<k} s_j s_k ‖v_j − v_k‖², so that κ_V = ‖h‖² · this (eq. 10).
+     */
+    double rowSpread() {
+      double sum = 0.0;
+      for (int j = 0; j < classes; j++) {
+        for (int i = j + 1; i < classes; i++) {
+          double norm = 0.0;
+          for (int c = 0; c < channels; c++) {
+            double t = rows[j * channels + c] - rows[i * channels + c];
+            norm += t * t;
+          }
+          sum += probabilities[j] * probabilities[i] * norm;
+        }
+      }
+      return sum;
     }
   }
 }

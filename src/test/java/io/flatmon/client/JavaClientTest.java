@@ -61,9 +61,16 @@ class JavaClientTest {
         while (received.size() < 2 && System.nanoTime() < deadline) {
           Thread.sleep(100);
         }
+        assertEquals(2, received.size(), "one signal per final train measurement: " + received);
         publisher.runEnded("completed", 2);
         publisher.flush();
-        assertEquals(2, received.size(), "one signal per final train measurement: " + received);
+        // and no more: nothing else may arrive within a grace period (a duplicate, or a signal for the
+        // run's end). The subscriber polls continuously, so 5 s is many poll cycles.
+        long graceEnd = System.nanoTime() + Duration.ofSeconds(5).toNanos();
+        while (received.size() == 2 && System.nanoTime() < graceEnd) {
+          Thread.sleep(100);
+        }
+        assertEquals(2, received.size(), "no extra signal within the grace period: " + received);
         TrainerSignal first = received.get(0);
         assertEquals(SignalAction.STOP, first.getAction());
         assertEquals(SignalReason.THRESHOLD_REACHED, first.getReason());

@@ -99,18 +99,22 @@ class PrometheusIntegrationTest {
     System.out.println("PrometheusIntegrationTest: telemetry measured after " + SyntheticTelemetry.since(t0));
 
     // Prometheus has the per-run series and the Kafka Streams metrics (Micrometer binds them lazily).
-    for (String q : List.of(
+    List<String> selectors = List.of(
         "flatmon_hessian_trace{run=\"" + liveRun + "\"}",
-        "flatmon_rejected_records_total{reason=\"undecodable\"} >= 1",
+        "flatmon_rejected_records_total{reason=\"undecodable\"}",
         "kafka_stream_thread_process_rate",
         "kafka_stream_task_process_rate",
         "kafka_stream_state_total_sst_files_size",
-        "kafka_consumer_fetch_manager_records_lag_max{topic=\"flatmon.v1.telemetry\"}")) {
+        "kafka_consumer_fetch_manager_records_lag_max{topic=\"flatmon.v1.telemetry\"}");
+    prometheus.awaitSeries("flatmon_rejected_records_total{reason=\"undecodable\"} >= 1", Duration.ofSeconds(90));
+    for (String q : selectors) {
       prometheus.awaitSeries(q, Duration.ofSeconds(90));
     }
     prometheus.awaitNoSeries("flatmon_measurement_step{run=\"" + endedRun + "\"}", Duration.ofSeconds(15));
-    // Rates and increases need two samples of the newest series.
-    Thread.sleep(3000);
+    // Rates and increases need two samples of the newest series: wait until Prometheus holds them.
+    for (String q : selectors) {
+      prometheus.awaitSeries("count_over_time(" + q + "[1m]) >= 2", Duration.ofSeconds(30));
+    }
     System.out.println("PrometheusIntegrationTest: Prometheus has every metric after " + SyntheticTelemetry.since(t0));
   }
 

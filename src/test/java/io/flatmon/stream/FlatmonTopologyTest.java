@@ -19,6 +19,7 @@ import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.Tensor;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.TelemetryReader;
+import io.flatmon.stream.it.OracleFixtures;
 import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -39,7 +40,10 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The topology in TopologyTestDriver: results equal `flatmon compute`, bad input is dead-lettered. */
+/**
+ * The topology in TopologyTestDriver: the oracle fixtures' finals equal the oracle, results equal
+ * `flatmon compute`, bad input is dead-lettered.
+ */
 class FlatmonTopologyTest {
   static final Path EXAMPLE = Path.of("examples/two-runs.pb");
 
@@ -124,6 +128,18 @@ class FlatmonTopologyTest {
     try (var it = measurements.all()) {
       assertFalse(it.hasNext());
     }
+  }
+
+  /**
+   * The oracle fixtures through the topology: every final equals expected.pb (float64 autograd or
+   * 50-digit mpmath) at the engine's documented tolerance — values checked from outside, not against
+   * another flatmon run.
+   */
+  @Test
+  void finalsOfTheOracleFixturesEqualTheOracle() throws Exception {
+    OracleFixtures.records().forEach(this::send);
+    OracleFixtures.assertFinalsMatch(OracleFixtures.expected(), finals());
+    assertTrue(deadLetter.isEmpty());
   }
 
   @Test
