@@ -1,5 +1,5 @@
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;

@@ -1,6 +1,6 @@
 package io.flatmon.bench;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;

@@ -1,5 +1,6 @@
 package io.flatmon.broker;
 
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintStream;

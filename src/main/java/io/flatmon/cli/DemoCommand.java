@@ -1,6 +1,6 @@
 package io.flatmon.cli;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.Split;

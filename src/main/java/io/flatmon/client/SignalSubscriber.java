@@ -1,6 +1,6 @@
 package io.flatmon.client;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.TrainerSignal;
 import java.time.Duration;

@@ -1,6 +1,6 @@
 package io.flatmon.client;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.proto.v1.EarlyStopPolicy;

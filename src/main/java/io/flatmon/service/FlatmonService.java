@@ -155,7 +155,7 @@ public final class FlatmonService implements AutoCloseable {
     metrics.bind(streams);
     LOG.info("flatmon is running in {} s: reading {} from {} with {} stream threads and {} engine threads; "
             + "query API and metrics on http://{}:{}/",
-        String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
+        String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.wire.Topics.TELEMETRY, bootstrap,
         config.streamThreads(), config.engineThreads(), config.httpHost(), api.port());
     return this;
   }

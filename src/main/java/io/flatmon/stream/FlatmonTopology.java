@@ -1,6 +1,6 @@
 package io.flatmon.stream;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.EnginePool;
 import java.util.Map;

@@ -1,7 +1,7 @@
 package io.flatmon.metrics;
 
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;

@@ -9,7 +9,7 @@ import static io.flatmon.stream.it.TelemetryFixtures.assertSameValues;
 import static io.flatmon.stream.it.TelemetryFixtures.key;
 import static io.flatmon.stream.it.TelemetryFixtures.offline;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.MeasurementDone;
 import io.flatmon.proto.v1.RejectReason;

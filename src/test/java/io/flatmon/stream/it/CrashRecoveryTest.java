@@ -58,7 +58,7 @@ class CrashRecoveryTest {
         System.out.println("CrashRecoveryTest: first child " + first.pid() + " serving in " + Services.since(t0));
         try {
           TelemetryFixtures.produce(producer, TelemetryFixtures.messages(records.subList(0, split)));
-          try (ResultsReader peek = new ResultsReader(client, io.flatmon.broker.Topics.RESULTS, false)) {
+          try (ResultsReader peek = new ResultsReader(client, io.flatmon.wire.Topics.RESULTS, false)) {
             peek.pollUntil(r -> r.records().size() >= 25, Duration.ofSeconds(90),
                 () -> peek.records().size() + " results so far; child log:\n" + first.logTail());
             first.kill();

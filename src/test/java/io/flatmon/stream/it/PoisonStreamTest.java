@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.ByteString;
 import com.google.protobuf.UnknownFieldSet;
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.proto.v1.ActivationBatch;
 import io.flatmon.proto.v1.ActivationKind;
 import io.flatmon.proto.v1.FlatnessResult;

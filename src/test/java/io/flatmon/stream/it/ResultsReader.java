@@ -1,7 +1,7 @@
 package io.flatmon.stream.it;
 
 import com.google.protobuf.InvalidProtocolBufferException;
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.Rejected;
 import java.time.Duration;

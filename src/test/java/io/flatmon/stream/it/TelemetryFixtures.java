@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.util.JsonFormat;
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import io.flatmon.cli.FlatmonCommand;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
