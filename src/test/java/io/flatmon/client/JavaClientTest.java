@@ -18,6 +18,7 @@ import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TrainerSignal;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.trainer.EngineTelemetry;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -46,14 +47,17 @@ class JavaClientTest {
               received::add);
           TelemetryPublisher publisher = new TelemetryPublisher(service.bootstrapServers(), "java-run", Map.of())) {
         assertFalse(signals.shouldStop());
+        EngineTelemetry engineTypes = new EngineTelemetry(publisher);
         TelemetryPublisher.await(publisher.runStarted(policy));
         for (long step = 1; step <= 2; step++) {
-          publisher.snapshot("head", step, head);
+          engineTypes.snapshot("head", step, head);
           ActivationBatch b = random.batch(head, 4, 5, 5, true);
-          publisher.batch("head", step, Split.TRAIN, head, b);
+          engineTypes.batch("head", step, Split.TRAIN, head, b);
           // the same samples again, from ND4J arrays
-          publisher.batch("head", step, Split.TRAIN, head,
+          engineTypes.batch("head", step, Split.TRAIN, head,
               Nd4j.create(b.input(), new long[] {4, 3, 5, 5}, 'c'), null, b.labels());
+          // and from plain arrays, straight through the client
+          publisher.batch("head", step, Split.TRAIN, b.input(), new long[] {4, 3, 5, 5}, b.labels());
           TelemetryPublisher.await(publisher.measurementDone(step));
         }
         long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
