@@ -9,6 +9,7 @@ import io.flatmon.engine.HeadSnapshot;
 import io.flatmon.engine.ReferenceCurvature;
 import io.flatmon.engine.StepAggregate;
 import io.flatmon.proto.v1.FlatnessResult;
+import io.flatmon.proto.v1.LayerSnapshot;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
@@ -114,12 +115,12 @@ final class ComputeCommand implements Callable<Integer> {
     final StepAggregate aggregate = new StepAggregate();
     final List<ActivationBatch> batches = new ArrayList<>();
     HeadSnapshot head;
-    io.flatmon.proto.v1.LayerSnapshot snapshotRecord;
+    LayerSnapshot snapshotRecord;
   }
 
   private final Map<HeadKey, Long> snapshotSteps = new HashMap<>();
   private final Map<HeadKey, HeadSnapshot> snapshots = new HashMap<>();
-  private final Map<HeadKey, io.flatmon.proto.v1.LayerSnapshot> snapshotRecords = new HashMap<>();
+  private final Map<HeadKey, LayerSnapshot> snapshotRecords = new HashMap<>();
   private final Map<MeasurementKey, Measurement> measurements = new LinkedHashMap<>();
   private CurvatureComputer engine;
   private RecordDecoder decoder;
@@ -282,7 +283,7 @@ final class ComputeCommand implements Callable<Integer> {
   }
 
   /** The same snapshot as a new object, so that the engine's per-snapshot cache misses (Ω is recomputed). */
-  private HeadSnapshot redecode(io.flatmon.proto.v1.LayerSnapshot record) {
+  private HeadSnapshot redecode(LayerSnapshot record) {
     try {
       return decoder.snapshot(record);
     } catch (RejectedRecordException e) {

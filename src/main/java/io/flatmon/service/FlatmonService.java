@@ -3,10 +3,13 @@ package io.flatmon.service;
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.broker.TopicSetup;
 import io.flatmon.engine.EngineInfo;
+import io.flatmon.engine.EnginePool;
+import io.flatmon.metrics.FlatmonMetrics;
 import io.flatmon.stream.FlatmonTopology;
 import io.flatmon.stream.QueryApi;
 import io.flatmon.stream.StreamsSettings;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Files;
@@ -87,8 +90,8 @@ public final class FlatmonService implements AutoCloseable {
   }
 
   private final Config config;
-  private final io.flatmon.metrics.FlatmonMetrics metrics = new io.flatmon.metrics.FlatmonMetrics();
-  private io.flatmon.engine.EnginePool engines;
+  private final FlatmonMetrics metrics = new FlatmonMetrics();
+  private EnginePool engines;
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private QueryApi api;
@@ -125,7 +128,7 @@ public final class FlatmonService implements AutoCloseable {
     // its partitions back at once instead of waiting for the group to time it out.
     props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
         org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
-    engines = new io.flatmon.engine.EnginePool(config.engineThreads());
+    engines = new EnginePool(config.engineThreads());
     streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics, engines), props);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -155,7 +158,7 @@ public final class FlatmonService implements AutoCloseable {
     metrics.bind(streams);
     LOG.info("flatmon is running in {} s: reading {} from {} with {} stream threads and {} engine threads; "
             + "query API and metrics on http://{}:{}/",
-        String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.wire.Topics.TELEMETRY, bootstrap,
+        String.format("%.1f", (System.nanoTime() - t0) / 1e9), Topics.TELEMETRY, bootstrap,
         config.streamThreads(), config.engineThreads(), config.httpHost(), api.port());
     return this;
   }
@@ -203,7 +206,7 @@ public final class FlatmonService implements AutoCloseable {
     return streams;
   }
 
-  public io.flatmon.metrics.FlatmonMetrics metrics() {
+  public FlatmonMetrics metrics() {
     return metrics;
   }
 
