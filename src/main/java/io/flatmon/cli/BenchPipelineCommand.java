@@ -1,6 +1,5 @@
 package io.flatmon.cli;
 
-import io.flatmon.bench.PipelineBenchmark;
 import io.flatmon.service.FlatmonService;
 import java.io.PrintWriter;
 import java.nio.file.Path;

@@ -1,6 +1,7 @@
-package io.flatmon.bench;
+package io.flatmon.cli;
 
 import io.flatmon.wire.Topics;
+import io.flatmon.bench.SyntheticHeads;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;
