@@ -74,7 +74,7 @@ final class ComputeCommand implements Callable<Integer> {
   boolean json;
 
   @Option(names = "--eigen", description = {
-      "Also compute λ_max, the largest Hessian eigenvalue over each step's samples, exactly by",
+      "Also compute λ_max, the largest Hessian eigenvalue over each step's samples, exactly by " +
       "Lanczos in float64 (memory and time grow with samples × C × d: slow for big layers)."})
   boolean eigen;
 
@@ -83,17 +83,17 @@ final class ComputeCommand implements Callable<Integer> {
   EngineChoice engineChoice;
 
   @Option(names = "--time-engine", paramLabel = "N", defaultValue = "0", description = {
-      "Also time the engine: after reading, recompute each measurement's batches once to warm up",
-      "and then N times, each time against a freshly decoded snapshot (Ω included), and report",
-      "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to",
-      "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached):",
-      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of a",
-      "fresh-snapshot run (mean over \"engine_cpu_runs\" ≥ N runs that add up to at least",
+      "Also time the engine: after reading, recompute each measurement's batches once to warm up " +
+      "and then N times, each time against a freshly decoded snapshot (Ω included), and report " +
+      "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to " +
+      "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached): " +
+      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of a " +
+      "fresh-snapshot run (mean over \"engine_cpu_runs\" ≥ N runs that add up to at least " +
       "--time-engine-window). Excludes JVM start-up, reading and decoding."})
   int timeEngine;
 
   @Option(names = "--time-engine-window", paramLabel = "SECONDS", defaultValue = "0.5", description = {
-      "With --time-engine: fresh-snapshot runs go on until they add up to this many seconds, for",
+      "With --time-engine: fresh-snapshot runs go on until they add up to this many seconds, for " +
       "the CPU-time mean (the JVM reads CPU time in 10 ms clock ticks; default ${DEFAULT-VALUE})."})
   double timeEngineWindow;
 

@@ -48,9 +48,10 @@ import picocli.CommandLine.Spec;
     mixinStandardHelpOptions = true,
     sortOptions = false,
     description = {
-        "Runs flatmon end to end on this machine: an embedded Kafka broker, the",
-        "flatmon service, and three PyTorch trainers on scikit-learn's 8x8 digits",
-        "that stream their last conv layer to it:",
+        "Runs flatmon end to end on this machine.",
+        "",
+        "An embedded Kafka broker, the flatmon service, and three PyTorch trainers on",
+        "scikit-learn's 8x8 digits that stream their last conv layer to it:",
         "  overfit       150 samples, 40%% of their labels randomised, no regulariser",
         "  weight-decay  1000 clean samples, Adam weight decay 5e-4",
         "  dropout       1000 clean samples, dropout 0.3, weight decay 1e-4",
