@@ -12,8 +12,9 @@ import org.apache.kafka.streams.state.StoreBuilder;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * The flatmon topology: telemetry (key run_id) → {@link TelemetryProcessor} with three persistent
- * stores → results, dead-letter. One processor sees each run's records in order, which is what the
+ * The flatmon topology: telemetry (key run_id) → {@link TelemetryProcessor} with five persistent
+ * stores (snapshots, measurements, runs, latest and history results) → results, signals,
+ * dead-letter. One processor sees each run's records in order, which is what the
  * snapshot-before-batches protocol needs; runs are spread over partitions, so instances scale out.
  */
 public final class FlatmonTopology {
