@@ -1,5 +1,4 @@
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;
@@ -10,6 +9,7 @@ import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordEncoder;
+import io.flatmon.wire.Topics;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;

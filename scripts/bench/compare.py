@@ -35,6 +35,7 @@ import torch.nn.functional as TF  # noqa: E402
 from flatmon_client import _proto  # noqa: E402
 from flatmon_client import estimators as est  # noqa: E402
 from flatmon_client.reference import autograd_reference  # noqa: E402
+from flatmon_client.tensors import delimited, tensor  # noqa: E402
 
 tensor_pb2, _policy_pb2, telemetry_pb2, _results_pb2 = _proto.load()
 
@@ -63,30 +64,21 @@ def make_head(C, N, K=10, cin=None, hw=4, seed=0):
                 train=dict(input=F, pre_activation=Z, labels=y))
 
 
-def _tensor(arr):
-    t = tensor_pb2.Tensor()
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    t.shape.extend(int(s) for s in arr.shape)
-    t.dtype = tensor_pb2.FLOAT32
-    t.data = arr.tobytes()
-    return t
-
-
 def records(run_id, p):
     """LayerSnapshot, ActivationBatch and MeasurementDone of one head (as FlatmonMonitor sends them)."""
     ls = telemetry_pb2.LayerSnapshot(run_id=run_id, layer="head", step=1)
-    ls.kernel.CopyFrom(_tensor(p["kernel"]))
-    ls.scale.CopyFrom(_tensor(p["scale"]))
+    ls.kernel.CopyFrom(tensor(p["kernel"]))
+    ls.scale.CopyFrom(tensor(p["scale"]))
     ls.stride.extend(p["stride"])
     ls.padding.extend(p["padding"])
     ls.dilation.extend(p["dilation"])
     ls.groups = 1
     ls.activation.kind = telemetry_pb2.ActivationKind.Value(p["activation"])
-    ls.classifier_weight.CopyFrom(_tensor(p["classifier_weight"]))
-    ls.classifier_bias.CopyFrom(_tensor(p["classifier_bias"]))
+    ls.classifier_weight.CopyFrom(tensor(p["classifier_weight"]))
+    ls.classifier_bias.CopyFrom(tensor(p["classifier_bias"]))
     ab = telemetry_pb2.ActivationBatch(run_id=run_id, layer="head", step=1, split=telemetry_pb2.TRAIN, batch_index=0)
-    ab.input.CopyFrom(_tensor(p["train"]["input"]))
-    ab.pre_activation.CopyFrom(_tensor(p["train"]["pre_activation"]))
+    ab.input.CopyFrom(tensor(p["train"]["input"]))
+    ab.pre_activation.CopyFrom(tensor(p["train"]["pre_activation"]))
     ab.labels.extend(int(v) for v in p["train"]["labels"])
     md = telemetry_pb2.MeasurementDone(run_id=run_id, step=1, layer="head")
     return [telemetry_pb2.TelemetryRecord(layer_snapshot=ls), telemetry_pb2.TelemetryRecord(activation_batch=ab),
@@ -94,12 +86,9 @@ def records(run_id, p):
 
 
 def write_delimited(path, recs):
-    from google.protobuf.internal.encoder import _VarintBytes
     with open(path, "wb") as f:
         for r in recs:
-            b = r.SerializeToString()
-            f.write(_VarintBytes(len(b)))
-            f.write(b)
+            f.write(delimited(r))
 
 
 def run_flatmon(path, runs, threads):

@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracle"))
-from generate import load_protos, varint  # noqa: E402
+from generate import load_protos  # noqa: E402
+from flatmon_client.tensors import delimited, tensor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tensor(tensor_pb2, arr):
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    return tensor_pb2.Tensor(shape=list(arr.shape), dtype=tensor_pb2.FLOAT32, data=arr.tobytes())
 
 
 def conv_same3(F, W):
@@ -53,9 +49,7 @@ def main():
 
         def emit(**kw):
             nonlocal out
-            rec = tel.TelemetryRecord(**kw)
-            b = rec.SerializeToString()
-            out += varint(len(b)) + b
+            out += delimited(tel.TelemetryRecord(**kw))
 
         for run, heads in (("run-a", ["layer4.1.conv2"]), ("run-b", ["layer4.1.conv2", "head.gelu"])):
             emit(run_started=tel.RunStarted(run_id=run, display_name=run, framework="example",
@@ -71,13 +65,13 @@ def main():
                     gelu = h == "head.gelu"
                     a = None if gelu else rng.uniform(0.6, 1.4, C).astype(np.float32)
                     snap = tel.LayerSnapshot(
-                        run_id=run, layer=h, step=step, kernel=tensor(tensor_pb2, W),
+                        run_id=run, layer=h, step=step, kernel=tensor(W, tensor_pb2),
                         stride=[1], padding=[1],
                         activation=tel.Activation(kind=tel.GELU if gelu else tel.RELU),
-                        classifier_weight=tensor(tensor_pb2, V), classifier_bias=tensor(tensor_pb2, b),
+                        classifier_weight=tensor(V, tensor_pb2), classifier_bias=tensor(b, tensor_pb2),
                         weight_decay=5e-4, publish_time_micros=t)
                     if a is not None:
-                        snap.scale.CopyFrom(tensor(tensor_pb2, a))
+                        snap.scale.CopyFrom(tensor(a, tensor_pb2))
                     emit(layer_snapshot=snap)
                     for split in (tel.TRAIN, tel.EVAL):
                         for bi in range(2):
@@ -85,12 +79,12 @@ def main():
                             F = np.maximum(rng.standard_normal((B, Cin, H, H)), 0).astype(np.float32)
                             y = rng.randint(0, K, B)
                             batch = tel.ActivationBatch(run_id=run, layer=h, step=step, split=split,
-                                                        input=tensor(tensor_pb2, F), labels=[int(v) for v in y],
+                                                        input=tensor(F, tensor_pb2), labels=[int(v) for v in y],
                                                         batch_index=bi, publish_time_micros=t)
                             if not gelu:   # BN scale + shift + residual shortcut: send Z
                                 z = a[None, :, None, None] * conv_same3(F.astype(np.float64), W.astype(np.float64))
                                 z += 0.1 * rng.standard_normal((1, C, 1, 1)) + 0.5 * rng.standard_normal(z.shape)
-                                batch.pre_activation.CopyFrom(tensor(tensor_pb2, z))
+                                batch.pre_activation.CopyFrom(tensor(z, tensor_pb2))
                             emit(activation_batch=batch)
                             t += 1000
                 emit(measurement_done=tel.MeasurementDone(run_id=run, step=step, publish_time_micros=t))

@@ -42,6 +42,8 @@ import mpmath
 from mpmath import mp
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "clients" / "python"))
+from flatmon_client.tensors import read_delimited, tensor, varint  # noqa: E402  (the wire encodings)
 PROTO_DIR = REPO / "proto"
 DEFAULT_OUT = REPO / "src" / "test" / "resources" / "oracle"
 PROTOC = "/usr/bin/protoc"
@@ -73,23 +75,6 @@ def load_protos(tmp):
     sys.path.insert(0, tmp)
     from flatmon.v1 import tensor_pb2, telemetry_pb2, oracle_pb2  # noqa: E402
     return tensor_pb2, telemetry_pb2, oracle_pb2
-
-
-def varint(n):
-    from google.protobuf.internal.encoder import _VarintBytes
-    return _VarintBytes(n)
-
-
-def read_delimited(data, cls):
-    from google.protobuf.internal.decoder import _DecodeVarint32
-    out, pos = [], 0
-    while pos < len(data):
-        n, pos = _DecodeVarint32(data, pos)
-        m = cls()
-        m.ParseFromString(data[pos:pos + n])
-        out.append(m)
-        pos += n
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -771,12 +756,7 @@ class MPHead:
 # records
 # ----------------------------------------------------------------------------------------------
 def tensor_msg(tensor_pb2, arr):
-    t = tensor_pb2.Tensor()
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    t.shape.extend(int(s) for s in arr.shape)
-    t.dtype = tensor_pb2.FLOAT32
-    t.data = arr.tobytes()
-    return t
+    return tensor(arr, tensor_pb2)
 
 
 def geom_list(pair, default, variant):

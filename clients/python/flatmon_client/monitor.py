@@ -14,6 +14,7 @@ import torch.nn.functional as TF
 from . import _proto
 from .head import analyze
 from .policy import as_policy, needs_eval, validate
+from .tensors import tensor
 
 tensor_pb2, policy_pb2, telemetry_pb2, results_pb2 = _proto.load()
 
@@ -65,12 +66,6 @@ def consumer_config(bootstrap_servers, group_id=None, **overrides):
     }
     cfg.update(overrides)
     return cfg
-
-
-def tensor(arr):
-    """A float32 flatmon.v1.Tensor from an array-like (row-major, little-endian)."""
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    return tensor_pb2.Tensor(shape=list(arr.shape), dtype=tensor_pb2.FLOAT32, data=arr.tobytes())
 
 
 def unreachable(bootstrap_servers, error, timeout):

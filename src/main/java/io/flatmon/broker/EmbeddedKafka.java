@@ -1,5 +1,6 @@
 package io.flatmon.broker;
 
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintStream;
@@ -18,6 +19,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Properties;
+import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import kafka.server.KafkaConfig;
@@ -33,6 +35,12 @@ import org.apache.kafka.metadata.storage.Formatter;
 import org.apache.kafka.server.common.MetadataVersion;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.Spec;
+import picocli.CommandLine;
 
 /**
  * A real single-node Kafka broker (KRaft, combined broker + controller) running in this JVM.
@@ -478,74 +486,87 @@ public final class EmbeddedKafka implements AutoCloseable {
    * {@code READY <bootstrap>} on stdout once the broker answers; logs go to stderr. SIGTERM (or, with
    * {@code --exit-on-stdin-eof}, the parent closing stdin) shuts it down cleanly via a shutdown hook.
    */
-  public static void main(String[] args) throws Exception {
+  public static void main(String[] args) {
     setIfAbsent("org.slf4j.simpleLogger.defaultLogLevel", "warn");
     setIfAbsent("org.slf4j.simpleLogger.log.kafka", "warn");
     setIfAbsent("org.slf4j.simpleLogger.log.org.apache.kafka", "warn");
     setIfAbsent("org.slf4j.simpleLogger.log.io.flatmon", "info");
     setIfAbsent("org.slf4j.simpleLogger.showDateTime", "true");
+    int exit = new CommandLine(new ChildProcess()).execute(args);
+    if (exit != 0) {
+      System.exit(exit);
+    }
+  }
 
-    Builder b = builder();
-    boolean watchStdin = false;
-    for (int i = 0; i < args.length; i++) {
-      String a = args[i];
-      switch (a) {
-        case "--data-dir" -> b.dataDir(Path.of(value(args, ++i, a)));
-        case "--port" -> b.port(Integer.parseInt(value(args, ++i, a)));
-        case "--host" -> b.host(value(args, ++i, a));
-        case "--sasl-users" -> b.saslUsers(parseUsers(value(args, ++i, a)));
-        case "--broker-property" -> {
-          String kv = value(args, ++i, a);
-          int eq = kv.indexOf('=');
-          if (eq <= 0) {
-            throw usage("--broker-property needs key=value, got " + kv);
-          }
-          b.brokerProperty(kv.substring(0, eq), kv.substring(eq + 1));
-        }
-        case "--exit-on-stdin-eof" -> watchStdin = true;
-        default -> throw usage("unknown argument " + a);
+  /** The command line of {@link #main}: the broker in a child JVM, started by {@link BrokerProcess}. */
+  @Command(name = "EmbeddedKafka", description = "Runs a single-node KRaft broker until SIGTERM and prints"
+      + " READY <bootstrap> on stdout once it answers.")
+  static final class ChildProcess implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+    @Option(names = "--data-dir", required = true, description = "Directory of the log and metadata.")
+    Path dataDir;
+    @Option(names = "--port", description = "Listener port (default: a free one).")
+    Integer port;
+    @Option(names = "--host", description = "Listener address (default: 127.0.0.1).")
+    String host;
+    @Option(names = "--sasl-users", paramLabel = "user:pass[,user:pass...]",
+        description = "SASL/PLAIN users; the listener is PLAINTEXT without them.")
+    String saslUsers;
+    @Option(names = "--broker-property", paramLabel = "key=value", description = "Extra broker property.")
+    Map<String, String> brokerProperties = new LinkedHashMap<>();
+    @Option(names = "--exit-on-stdin-eof", description = "Shut down when the parent closes stdin.")
+    boolean exitOnStdinEof;
+
+    @Override
+    public Integer call() throws Exception {
+      Builder b = builder().dataDir(dataDir);
+      if (port != null) {
+        b.port(port);
       }
-    }
-    if (b.dataDir == null) {
-      throw usage("--data-dir is required");
-    }
-    EmbeddedKafka kafka = b.build();
-    CountDownLatch stopped = new CountDownLatch(1);
-    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-      kafka.close();
-      stopped.countDown();
-    }, "embedded-kafka-shutdown"));
-    kafka.start();
-    System.out.println("READY " + kafka.bootstrapServers());
-    System.out.flush();
-    if (watchStdin) {
-      Thread t = new Thread(() -> {
+      if (host != null) {
+        b.host(host);
+      }
+      if (saslUsers != null) {
         try {
-          while (System.in.read() >= 0) {
-            // drain until the parent closes the pipe
-          }
-        } catch (IOException ignored) {
-          // treat as EOF
+          b.saslUsers(parseUsers(saslUsers));
+        } catch (IllegalArgumentException e) {
+          throw new ParameterException(spec.commandLine(), e.getMessage());
         }
-        System.exit(0);
-      }, "embedded-kafka-stdin-watch");
-      t.setDaemon(true);
-      t.start();
+      }
+      brokerProperties.forEach(b::brokerProperty);
+      EmbeddedKafka kafka = b.build();
+      CountDownLatch stopped = new CountDownLatch(1);
+      Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+        kafka.close();
+        stopped.countDown();
+      }, "embedded-kafka-shutdown"));
+      kafka.start();
+      System.out.println("READY " + kafka.bootstrapServers());
+      System.out.flush();
+      if (exitOnStdinEof) {
+        Thread t = new Thread(() -> {
+          try {
+            while (System.in.read() >= 0) {
+              // drain until the parent closes the pipe
+            }
+          } catch (IOException ignored) {
+            // treat as EOF
+          }
+          System.exit(0);
+        }, "embedded-kafka-stdin-watch");
+        t.setDaemon(true);
+        t.start();
+      }
+      stopped.await();
+      return 0;
     }
-    stopped.await();
   }
 
   private static void setIfAbsent(String key, String value) {
     if (System.getProperty(key) == null) {
       System.setProperty(key, value);
     }
-  }
-
-  private static String value(String[] args, int i, String flag) {
-    if (i >= args.length) {
-      throw usage(flag + " needs a value");
-    }
-    return args[i];
   }
 
   static Map<String, String> parseUsers(String spec) {
@@ -560,13 +581,8 @@ public final class EmbeddedKafka implements AutoCloseable {
       }
     }
     if (!bad.isEmpty() || users.isEmpty()) {
-      throw usage("--sasl-users needs user:pass[,user:pass...], got " + spec);
+      throw new IllegalArgumentException("--sasl-users needs user:pass[,user:pass...], got " + spec);
     }
     return users;
-  }
-
-  private static IllegalArgumentException usage(String msg) {
-    return new IllegalArgumentException(msg + "\nusage: EmbeddedKafka --data-dir DIR [--port N] [--host H]"
-        + " [--sasl-users user:pass,...] [--broker-property key=value]... [--exit-on-stdin-eof]");
   }
 }

@@ -1,5 +1,6 @@
 package io.flatmon.broker;
 
+import io.flatmon.wire.Topics;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashMap;

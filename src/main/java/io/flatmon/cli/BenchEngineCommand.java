@@ -41,6 +41,7 @@ import picocli.CommandLine.Option;
     name = "engine",
     mixinStandardHelpOptions = true,
     sortOptions = false,
+    abbreviateSynopsis = true,
     description = {
         "JMH benchmark of the float32 curvature engine (Tr H + κ + classifier terms per batch) on the last",
         "conv of ResNet-18/CIFAR (C = C_in = 512, 3×3, 4×4, K = 10 / 100), ResNet-18/ImageNet (7×7,",

@@ -1,6 +1,5 @@
 package io.flatmon.cli;
 
-import io.flatmon.bench.PipelineBenchmark;
 import io.flatmon.service.FlatmonService;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -44,7 +43,7 @@ final class BenchPipelineCommand implements Callable<Integer> {
   Duration duration;
 
   @Option(names = "--warmup", defaultValue = "PT120S", description = {
-      "Warm-up before measuring (default ${DEFAULT-VALUE}: on 2 cores the JIT still compiles and",
+      "Warm-up before measuring (default ${DEFAULT-VALUE}: on 2 cores the JIT still compiles and " +
       "deoptimises the broker, Streams and the engine 1-2 minutes in, at up to 10 %% of the CPU)."})
   Duration warmup;
 

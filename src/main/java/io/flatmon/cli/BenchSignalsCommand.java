@@ -1,6 +1,5 @@
 package io.flatmon.cli;
 
-import io.flatmon.bench.SignalBenchmark;
 import io.flatmon.service.FlatmonService;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -56,8 +55,8 @@ final class BenchSignalsCommand implements Callable<Integer> {
   @Option(names = "--batches", defaultValue = "2", description = "Batches per measurement (default ${DEFAULT-VALUE}).")
   int batches;
 
-  @Option(names = "--streams-config", paramLabel = "KEY=VALUE", description = {
-      "Kafka Streams property for the flatmon instance, e.g. commit.interval.ms=100 (repeatable)."})
+  @Option(names = "--streams-config", paramLabel = "KEY=VALUE", description =
+      "Kafka Streams property for the flatmon instance, for example commit.interval.ms=100 (repeatable).")
   Map<String, String> streamsConfig = new LinkedHashMap<>();
 
   @Option(names = "--data-dir", description = "Where the broker and state live (default: a temp dir).")

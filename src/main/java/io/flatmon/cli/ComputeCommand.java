@@ -11,6 +11,7 @@ import io.flatmon.engine.ReferenceCurvature;
 import io.flatmon.engine.StepAggregate;
 import io.flatmon.engine.WorkLimits;
 import io.flatmon.proto.v1.FlatnessResult;
+import io.flatmon.proto.v1.LayerSnapshot;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
@@ -75,7 +76,7 @@ final class ComputeCommand implements Callable<Integer> {
   boolean json;
 
   @Option(names = "--eigen", description = {
-      "Also compute λ_max, the largest Hessian eigenvalue over each step's samples, exactly by",
+      "Also compute λ_max, the largest Hessian eigenvalue over each step's samples, exactly by " +
       "Lanczos in float64 (memory and time grow with samples × C × d: slow for big layers)."})
   boolean eigen;
 
@@ -84,17 +85,17 @@ final class ComputeCommand implements Callable<Integer> {
   EngineChoice engineChoice;
 
   @Option(names = "--time-engine", paramLabel = "N", defaultValue = "0", description = {
-      "Also time the engine: after reading, recompute each measurement's batches once to warm up",
-      "and then N times, each time against a freshly decoded snapshot (Ω included), and report",
-      "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to",
-      "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached):",
-      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of a",
-      "fresh-snapshot run (mean over \"engine_cpu_runs\" ≥ N runs that add up to at least",
+      "Also time the engine: after reading, recompute each measurement's batches once to warm up " +
+      "and then N times, each time against a freshly decoded snapshot (Ω included), and report " +
+      "the median seconds per measurement: as \"engine_seconds\" (and \"engine_runs\") added to " +
+      "each --json line, else on stderr; then N times against one prepared snapshot (Ω cached): " +
+      "\"engine_seconds_same_snapshot\"; \"engine_cpu_seconds\": the process CPU time of a " +
+      "fresh-snapshot run (mean over \"engine_cpu_runs\" ≥ N runs that add up to at least " +
       "--time-engine-window). Excludes JVM start-up, reading and decoding."})
   int timeEngine;
 
   @Option(names = "--time-engine-window", paramLabel = "SECONDS", defaultValue = "0.5", description = {
-      "With --time-engine: fresh-snapshot runs go on until they add up to this many seconds, for",
+      "With --time-engine: fresh-snapshot runs go on until they add up to this many seconds, for " +
       "the CPU-time mean (the JVM reads CPU time in 10 ms clock ticks; default ${DEFAULT-VALUE})."})
   double timeEngineWindow;
 
@@ -134,12 +135,12 @@ final class ComputeCommand implements Callable<Integer> {
     final StepAggregate aggregate = new StepAggregate();
     final List<ActivationBatch> batches = new ArrayList<>();
     HeadSnapshot head;
-    io.flatmon.proto.v1.LayerSnapshot snapshotRecord;
+    LayerSnapshot snapshotRecord;
   }
 
   private final Map<HeadKey, Long> snapshotSteps = new HashMap<>();
   private final Map<HeadKey, HeadSnapshot> snapshots = new HashMap<>();
-  private final Map<HeadKey, io.flatmon.proto.v1.LayerSnapshot> snapshotRecords = new HashMap<>();
+  private final Map<HeadKey, LayerSnapshot> snapshotRecords = new HashMap<>();
   private final Map<MeasurementKey, Measurement> measurements = new LinkedHashMap<>();
   private CurvatureComputer engine;
   private RecordDecoder decoder;
@@ -312,7 +313,7 @@ final class ComputeCommand implements Callable<Integer> {
   }
 
   /** The same snapshot as a new object, so that the engine's per-snapshot cache misses (Ω is recomputed). */
-  private HeadSnapshot redecode(io.flatmon.proto.v1.LayerSnapshot record) {
+  private HeadSnapshot redecode(LayerSnapshot record) {
     try {
       return decoder.snapshot(record);
     } catch (RejectedRecordException e) {

@@ -1,6 +1,5 @@
 package io.flatmon.cli;
 
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.Split;
@@ -8,6 +7,7 @@ import io.flatmon.proto.v1.TrainerSignal;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.service.ScratchDirectory;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
@@ -48,9 +48,10 @@ import picocli.CommandLine.Spec;
     mixinStandardHelpOptions = true,
     sortOptions = false,
     description = {
-        "Runs flatmon end to end on this machine: an embedded Kafka broker, the",
-        "flatmon service, and three PyTorch trainers on scikit-learn's 8x8 digits",
-        "that stream their last conv layer to it:",
+        "Runs flatmon end to end on this machine.",
+        "",
+        "An embedded Kafka broker, the flatmon service, and three PyTorch trainers on",
+        "scikit-learn's 8x8 digits that stream their last conv layer to it:",
         "  overfit       150 samples, 40%% of their labels randomised, no regulariser",
         "  weight-decay  1000 clean samples, Adam weight decay 5e-4",
         "  dropout       1000 clean samples, dropout 0.3, weight decay 1e-4",

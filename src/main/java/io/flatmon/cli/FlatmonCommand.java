@@ -1,7 +1,10 @@
 package io.flatmon.cli;
 
-import picocli.CommandLine;
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.Properties;
 import picocli.CommandLine.Command;
+import picocli.CommandLine;
 
 /** The `flatmon` command line: one subcommand per job. */
 @Command(
@@ -29,8 +32,8 @@ public final class FlatmonCommand implements Runnable {
 
   /** The configured command line, also used by tests. */
   public static CommandLine commandLine() {
-    return new CommandLine(new FlatmonCommand())
-        .setCaseInsensitiveEnumValuesAllowed(true);
+    return ParagraphSections.install(new CommandLine(new FlatmonCommand())
+        .setCaseInsensitiveEnumValuesAllowed(true));
   }
 
   @Override
@@ -38,12 +41,17 @@ public final class FlatmonCommand implements Runnable {
     spec.commandLine().usage(System.out);
   }
 
-  /** Version from the jar manifest, or "dev" when run from classes. */
+  /** The project version, written into version.properties by Maven's resource filtering. */
   static final class Version implements CommandLine.IVersionProvider {
     @Override
-    public String[] getVersion() {
-      String v = FlatmonCommand.class.getPackage().getImplementationVersion();
-      return new String[] {"flatmon " + (v == null ? "dev" : v)};
+    public String[] getVersion() throws IOException {
+      Properties p = new Properties();
+      try (InputStream in = FlatmonCommand.class.getResourceAsStream("version.properties")) {
+        if (in != null) {
+          p.load(in);
+        }
+      }
+      return new String[] {"flatmon " + p.getProperty("version", "(unknown version)")};
     }
   }
 }

@@ -39,9 +39,9 @@ import picocli.CommandLine.Spec;
     footer = {
         "",
         "Examples:",
-        "  flatmon serve                                   # embedded broker on 127.0.0.1:9092",
-        "  flatmon serve --bootstrap-servers kafka:9092 --kafka-config client.properties \\",
-        "                --replication-factor 3 --partitions 12"})
+        "  flatmon serve                          # embedded broker on 127.0.0.1:9092",
+        "  flatmon serve --bootstrap-servers kafka:9092 \\",
+        "      --kafka-config client.properties --replication-factor 3 --partitions 12"})
 final class ServeCommand implements Callable<Integer> {
 
   @Spec
@@ -52,7 +52,7 @@ final class ServeCommand implements Callable<Integer> {
   String bootstrapServers;
 
   @Option(names = "--kafka-config", paramLabel = "FILE",
-      description = "Client properties (security.protocol, sasl.*, ssl.*) applied to every Kafka client.")
+      description = "Kafka client properties file (security protocol, SASL, TLS), applied to every Kafka client.")
   Path kafkaConfig;
 
   @Option(names = "--data-dir", paramLabel = "DIR", defaultValue = "${sys:user.home}/.flatmon",
@@ -115,13 +115,13 @@ final class ServeCommand implements Callable<Integer> {
   long maxWorkPerSample;
 
   @Option(names = "--engine-threads", description = {
-      "Curvature engines shared by all stream threads: the compute parallelism (default: the number",
+      "Curvature engines shared by all stream threads: the compute parallelism (default: the number " +
       "of cores; each engine is single-threaded with OMP_NUM_THREADS=1, as bin/flatmon sets)."})
   Integer engineThreads;
 
   @Option(names = "--stream-threads", description = {
-      "Kafka Streams threads: they decode records, keep state and commit, and wait on the engines",
-      "(default: twice --engine-threads, at most 8; threads beyond the partitions this instance owns",
+      "Kafka Streams threads: they decode records, keep state and commit, and wait on the engines " +
+      "(default: twice --engine-threads, at most 8; threads beyond the partitions this instance owns " +
       "stay idle)."})
   Integer streamThreads;
 

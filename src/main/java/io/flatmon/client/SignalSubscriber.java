@@ -1,8 +1,8 @@
 package io.flatmon.client;
 
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.TrainerSignal;
+import io.flatmon.wire.Topics;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;

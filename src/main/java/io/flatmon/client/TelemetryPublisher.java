@@ -1,15 +1,15 @@
 package io.flatmon.client;
 
-import io.flatmon.broker.Topics;
-import io.flatmon.engine.ActivationBatch;
-import io.flatmon.engine.HeadSnapshot;
+import io.flatmon.proto.v1.ActivationBatch;
 import io.flatmon.proto.v1.EarlyStopPolicy;
+import io.flatmon.proto.v1.LayerSnapshot;
 import io.flatmon.proto.v1.MeasurementDone;
 import io.flatmon.proto.v1.RunEnded;
 import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
-import io.flatmon.schema.RecordEncoder;
+import io.flatmon.wire.Tensors;
+import io.flatmon.wire.Topics;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.ExecutionException;
@@ -20,18 +20,25 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * Publishes one training run's telemetry for JVM trainers. Per measured step: {@link #snapshot},
  * then {@link #batch}es (train and eval), then {@link #measurementDone}. Records are keyed by run id
  * (so they stay in order) with an idempotent, zstd-compressing producer sized for 64 MiB records.
  *
+ * <p>The client needs only the wire schema ({@code io.flatmon.proto.v1}, {@code io.flatmon.wire}) and
+ * kafka-clients: tensors are plain float arrays with their shapes (row-major, see {@link Tensors}), so a
+ * trainer that publishes does not load ND4J or any native library. Engine types and ND4J arrays are
+ * published through {@code io.flatmon.trainer.EngineTelemetry}.
+ *
  * <pre>{@code
  * try (TelemetryPublisher p = new TelemetryPublisher("localhost:9092", "run-7", Map.of())) {
  *   p.runStarted(policy);
- *   p.snapshot("layer4", step, head);
- *   p.batch("layer4", step, Split.TRAIN, head, batch);
+ *   p.snapshot("layer4", step, LayerSnapshot.newBuilder()
+ *       .setKernel(Tensors.float32(kernel, c, cIn, 3, 3)).addStride(1).addStride(1).addPadding(1).addPadding(1)
+ *       .setActivation(Activation.newBuilder().setKind(ActivationKind.RELU))
+ *       .setClassifierWeight(Tensors.float32(classifier, k, c)));
+ *   p.batch("layer4", step, Split.TRAIN, input, new long[] {b, cIn, h, w}, labels);
  *   p.measurementDone(step);
  *   p.runEnded("completed", step);
  * }
@@ -70,28 +77,39 @@ public final class TelemetryPublisher implements AutoCloseable {
     return send(TelemetryRecord.newBuilder().setRunStarted(s).build());
   }
 
-  /** The head's weights at a step (starts that step's measurement of the layer). */
-  public Future<RecordMetadata> snapshot(String layer, long step, HeadSnapshot head) {
+  /**
+   * The head's weights at a step (starts that step's measurement of the layer). Run id, layer, step and
+   * publish time are filled in here; the rest (kernel, geometry, activation, classifier) is the caller's.
+   */
+  public Future<RecordMetadata> snapshot(String layer, long step, LayerSnapshot.Builder snapshot) {
     batchIndex = 0;
-    return send(RecordEncoder.snapshot(runId, layer, step, head, now()));
-  }
-
-  /** Samples of a step from float arrays (see {@link ActivationBatch}). */
-  public Future<RecordMetadata> batch(String layer, long step, Split split, HeadSnapshot head, ActivationBatch batch) {
-    return send(RecordEncoder.batch(runId, layer, step, split, batchIndex++, head, batch, now()));
+    return send(TelemetryRecord.newBuilder().setLayerSnapshot(snapshot.clone()
+        .setRunId(runId).setLayer(layer).setStep(step).setPublishTimeMicros(now())).build());
   }
 
   /**
-   * Samples from ND4J arrays: input [B, C_in, H, W], optional pre-activation [B, C, H', W'] (null if
-   * none) and labels (null if none).
+   * Samples of a step: the conv layer's input [B, C_in, H, W] as a row-major float array, and the
+   * labels (null if none).
    */
-  public Future<RecordMetadata> batch(String layer, long step, Split split, HeadSnapshot head, INDArray input,
-      INDArray preActivation, int[] labels) {
-    long[] s = input.shape();
-    ActivationBatch b = new ActivationBatch((int) s[0], (int) s[1], (int) s[2], (int) s[3],
-        input.dup('c').data().asFloat(), preActivation == null ? null : preActivation.dup('c').data().asFloat(),
-        labels);
-    return batch(layer, step, split, head, b);
+  public Future<RecordMetadata> batch(String layer, long step, Split split, float[] input, long[] inputShape,
+      int[] labels) {
+    ActivationBatch.Builder b = ActivationBatch.newBuilder().setInput(Tensors.float32(input, inputShape));
+    if (labels != null) {
+      for (int y : labels) {
+        b.addLabels(y);
+      }
+    }
+    return batch(layer, step, split, b);
+  }
+
+  /**
+   * Samples of a step as a wire message (input, and optionally pre-activation Z and labels). Run id,
+   * layer, step, split, batch index and publish time are filled in here.
+   */
+  public Future<RecordMetadata> batch(String layer, long step, Split split, ActivationBatch.Builder batch) {
+    return send(TelemetryRecord.newBuilder().setActivationBatch(batch.clone()
+        .setRunId(runId).setLayer(layer).setStep(step).setSplit(split).setBatchIndex(batchIndex++)
+        .setPublishTimeMicros(now())).build());
   }
 
   /** Every batch of the step has been sent: results become final. */

@@ -1,58 +1,49 @@
 package io.flatmon.engine;
 
-import java.util.Iterator;
-import java.util.LinkedHashMap;
-import java.util.Map;
+import com.github.benmanes.caffeine.cache.Cache;
+import com.github.benmanes.caffeine.cache.Caffeine;
 
 /**
- * A least-recently-used cache bounded by the bytes its values hold rather than by their count, so a
- * few large heads and thousands of small ones are both cached sensibly. Not thread-safe.
+ * A cache bounded by the bytes its values hold rather than by their count, so a few large heads and
+ * thousands of small ones are both cached sensibly: Caffeine with a weigher on the size each entry was
+ * put with. Eviction runs on the calling thread (no background executor), so a put that overflows
+ * the budget has released the evicted entries when it returns. Thread-safe.
  */
 public final class ByteBudgetCache<K, V> {
-  private record Entry<V>(V value, long bytes) {
+  private record Weighed<V>(V value, int bytes) {
   }
 
-  private final long budget;
-  private final LinkedHashMap<K, Entry<V>> entries = new LinkedHashMap<>(16, 0.75f, true);
-  private long used;
+  private final Cache<K, Weighed<V>> cache;
 
   public ByteBudgetCache(long budgetBytes) {
-    this.budget = budgetBytes;
+    this.cache = Caffeine.newBuilder()
+        .maximumWeight(budgetBytes)
+        .<K, Weighed<V>>weigher((k, w) -> w.bytes())
+        .executor(Runnable::run)
+        .build();
   }
 
   public V get(K key) {
-    Entry<V> e = entries.get(key);
-    return e == null ? null : e.value;
+    Weighed<V> w = cache.getIfPresent(key);
+    return w == null ? null : w.value();
   }
 
-  /** Adds a value; the least recently used ones go until the budget holds (the newest always stays). */
+  /** Adds a value of the given size; others go when the budget is exceeded. */
   public void put(K key, V value, long bytes) {
-    Entry<V> old = entries.put(key, new Entry<>(value, bytes));
-    used += bytes - (old == null ? 0 : old.bytes);
-    Iterator<Map.Entry<K, Entry<V>>> it = entries.entrySet().iterator();
-    while (used > budget && entries.size() > 1 && it.hasNext()) {
-      Map.Entry<K, Entry<V>> eldest = it.next();
-      if (eldest.getKey().equals(key)) {
-        continue;
-      }
-      used -= eldest.getValue().bytes;
-      it.remove();
-    }
+    cache.put(key, new Weighed<>(value, (int) Math.min(bytes, Integer.MAX_VALUE)));
   }
 
   public void remove(K key) {
-    Entry<V> e = entries.remove(key);
-    if (e != null) {
-      used -= e.bytes;
-    }
+    cache.invalidate(key);
   }
 
   public void clear() {
-    entries.clear();
-    used = 0;
+    cache.invalidateAll();
   }
 
+  /** The number of entries (after pending evictions). */
   public int size() {
-    return entries.size();
+    cache.cleanUp();
+    return (int) cache.estimatedSize();
   }
 }

@@ -27,28 +27,21 @@ final class PreparedHeads {
   }
 
   /**
-   * The head's prepared form, made by {@code prepare} on a miss. Preparing runs outside the lock:
-   * two engines missing the same head at once both prepare it and the second result is kept, which
-   * costs one extra Ω but never blocks the other engines behind a 2 GFLOP product.
+   * The head's prepared form, made by {@code prepare} on a miss. Preparing runs outside the cache's
+   * locks: two engines missing the same head at once both prepare it and the second result is kept,
+   * which costs one extra Ω but never blocks the other engines behind a 2 GFLOP product.
    */
   CurvatureEngine.PreparedHead get(HeadSnapshot head,
       Function<HeadSnapshot, CurvatureEngine.PreparedHead> prepare) {
-    synchronized (cache) {
-      CurvatureEngine.PreparedHead p = cache.get(head);
-      if (p != null) {
-        return p;
-      }
-    }
-    CurvatureEngine.PreparedHead p = prepare.apply(head);
-    synchronized (cache) {
+    CurvatureEngine.PreparedHead p = cache.get(head);
+    if (p == null) {
+      p = prepare.apply(head);
       cache.put(head, p, p.bytes());
     }
     return p;
   }
 
   int size() {
-    synchronized (cache) {
-      return cache.size();
-    }
+    return cache.size();
   }
 }

@@ -4,6 +4,7 @@ import com.sun.net.httpserver.HttpHandler;
 import io.flatmon.engine.EngineInfo;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.RejectReason;
+import io.flatmon.proto.v1.TrainerSignal;
 import io.flatmon.stream.TopologyListener;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Timer;
@@ -152,7 +153,7 @@ public final class FlatmonMetrics implements TopologyListener, AutoCloseable {
   }
 
   @Override
-  public void onSignal(String runId, io.flatmon.proto.v1.TrainerSignal signal) {
+  public void onSignal(String runId, TrainerSignal signal) {
     onSignal(runId, signal.getAction().name());
   }
 

@@ -1,9 +1,9 @@
 package io.flatmon.schema;
 
-import com.google.protobuf.ByteString;
 import io.flatmon.proto.v1.DType;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Tensor;
+import io.flatmon.wire.Tensors;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
@@ -85,15 +85,9 @@ public final class TensorCodec {
     return shape;
   }
 
-  /** A float32 tensor of the given shape. */
+  /** A float32 tensor of the given shape ({@link Tensors#float32}). */
   public static Tensor encode(float[] values, long... shape) {
-    ByteBuffer buf = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-    buf.asFloatBuffer().put(values);
-    Tensor.Builder b = Tensor.newBuilder().setDtype(DType.FLOAT32).setData(ByteString.copyFrom(buf.array()));
-    for (long s : shape) {
-      b.addShape(s);
-    }
-    return b.build();
+    return Tensors.float32(values, shape);
   }
 
   private static int bytesPerElement(DType dtype, String name) throws RejectedRecordException {

@@ -2,14 +2,19 @@ package io.flatmon.service;
 
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.broker.TopicSetup;
+import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.EngineInfo;
+import io.flatmon.engine.EnginePool;
+import io.flatmon.metrics.FlatmonMetrics;
 import io.flatmon.service.http.HttpEndpoint;
 import io.flatmon.service.http.QueryApi;
-import io.flatmon.web.SignalLog;
-import io.flatmon.web.WebPage;
+import io.flatmon.stream.DeadLetterExceptionHandler;
 import io.flatmon.stream.FlatmonTopology;
 import io.flatmon.stream.StreamsSettings;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.web.SignalLog;
+import io.flatmon.web.WebPage;
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Files;
@@ -21,6 +26,7 @@ import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.UnaryOperator;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.streams.KafkaStreams;
@@ -91,9 +97,9 @@ public final class FlatmonService implements AutoCloseable {
 
   private final Config config;
   /** Wraps the engine pool the topology measures with: the identity, or a test's fault injection. */
-  private java.util.function.UnaryOperator<io.flatmon.engine.CurvatureComputer> engineWrapper = e -> e;
-  private final io.flatmon.metrics.FlatmonMetrics metrics = new io.flatmon.metrics.FlatmonMetrics();
-  private io.flatmon.engine.EnginePool engines;
+  private UnaryOperator<CurvatureComputer> engineWrapper = e -> e;
+  private final FlatmonMetrics metrics = new FlatmonMetrics();
+  private EnginePool engines;
   private EmbeddedKafka broker;
   private KafkaStreams streams;
   private HttpEndpoint http;
@@ -131,8 +137,8 @@ public final class FlatmonService implements AutoCloseable {
     // its partitions back at once instead of waiting for the group to time it out.
     props.putIfAbsent(org.apache.kafka.streams.StreamsConfig.consumerPrefix(
         org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId());
-    engines = new io.flatmon.engine.EnginePool(config.engineThreads());
-    props.put(io.flatmon.stream.DeadLetterExceptionHandler.LISTENER_CONFIG, metrics);
+    engines = new EnginePool(config.engineThreads());
+    props.put(DeadLetterExceptionHandler.LISTENER_CONFIG, metrics);
     streams = new KafkaStreams(FlatmonTopology.build(config.topology(), metrics, engineWrapper.apply(engines)), props);
     CountDownLatch running = new CountDownLatch(1);
     AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -162,13 +168,13 @@ public final class FlatmonService implements AutoCloseable {
     metrics.bind(streams);
     LOG.info("flatmon is running in {} s: reading {} from {} with {} stream threads and {} engine threads; "
             + "query API and metrics on http://{}:{}/",
-        String.format("%.1f", (System.nanoTime() - t0) / 1e9), io.flatmon.broker.Topics.TELEMETRY, bootstrap,
+        String.format("%.1f", (System.nanoTime() - t0) / 1e9), Topics.TELEMETRY, bootstrap,
         config.streamThreads(), config.engineThreads(), config.httpHost(), http.port());
     return this;
   }
 
   /** Measures with {@code wrapper.apply(pool)} instead of the engine pool (fault injection); before start. */
-  public FlatmonService wrapEngine(java.util.function.UnaryOperator<io.flatmon.engine.CurvatureComputer> wrapper) {
+  public FlatmonService wrapEngine(UnaryOperator<CurvatureComputer> wrapper) {
     this.engineWrapper = wrapper;
     return this;
   }
@@ -228,7 +234,7 @@ public final class FlatmonService implements AutoCloseable {
     return streams;
   }
 
-  public io.flatmon.metrics.FlatmonMetrics metrics() {
+  public FlatmonMetrics metrics() {
     return metrics;
   }
 

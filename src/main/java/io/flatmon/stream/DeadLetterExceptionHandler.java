@@ -1,8 +1,8 @@
 package io.flatmon.stream;
 
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Rejected;
+import io.flatmon.wire.Topics;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.Map;

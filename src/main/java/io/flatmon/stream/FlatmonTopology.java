@@ -1,8 +1,8 @@
 package io.flatmon.stream;
 
-import io.flatmon.broker.Topics;
 import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.EnginePool;
+import io.flatmon.wire.Topics;
 import java.util.Map;
 import org.apache.kafka.common.config.TopicConfig;
 import org.apache.kafka.common.serialization.Serdes;
@@ -12,8 +12,9 @@ import org.apache.kafka.streams.state.StoreBuilder;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * The flatmon topology: telemetry (key run_id) → {@link TelemetryProcessor} with three persistent
- * stores → results, dead-letter. One processor sees each run's records in order, which is what the
+ * The flatmon topology: telemetry (key run_id) → {@link TelemetryProcessor} with five persistent
+ * stores (snapshots, measurements, runs, latest and history results) → results, signals,
+ * dead-letter. One processor sees each run's records in order, which is what the
  * snapshot-before-batches protocol needs; runs are spread over partitions, so instances scale out.
  */
 public final class FlatmonTopology {

@@ -1,6 +1,6 @@
 package io.flatmon.stream;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.wire.Topics;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.Properties;

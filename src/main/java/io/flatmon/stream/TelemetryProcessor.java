@@ -3,6 +3,7 @@ package io.flatmon.stream;
 import com.google.protobuf.InvalidProtocolBufferException;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.BatchCurvature;
+import io.flatmon.engine.ByteBudgetCache;
 import io.flatmon.engine.CurvatureComputer;
 import io.flatmon.engine.EngineCapacityException;
 import io.flatmon.engine.HeadSnapshot;
@@ -59,8 +60,8 @@ final class TelemetryProcessor implements Processor<String, byte[], String, byte
   /** Runs this processor (task) has handled, released to the listener when the task closes. */
   private final java.util.Set<String> seenRuns = new java.util.HashSet<>();
   /** Decoded snapshots by (run, layer), so a snapshot is decoded once per instance, not per batch. */
-  private final io.flatmon.engine.ByteBudgetCache<String, CachedHead> heads =
-      new io.flatmon.engine.ByteBudgetCache<>(CACHED_HEAD_BYTES);
+  private final ByteBudgetCache<String, CachedHead> heads =
+      new ByteBudgetCache<>(CACHED_HEAD_BYTES);
   private ProcessorContext<String, byte[]> context;
   private KeyValueStore<String, byte[]> snapshots;
   private KeyValueStore<String, byte[]> measurements;

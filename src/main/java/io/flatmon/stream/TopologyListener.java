@@ -2,6 +2,7 @@ package io.flatmon.stream;
 
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.RejectReason;
+import io.flatmon.proto.v1.TrainerSignal;
 
 /**
  * What the topology reports as it works, for metrics. Called on stream threads; implementations
@@ -25,7 +26,7 @@ public interface TopologyListener {
   }
 
   /** A signal was sent to the run's trainer. */
-  default void onSignal(String runId, io.flatmon.proto.v1.TrainerSignal signal) {
+  default void onSignal(String runId, TrainerSignal signal) {
   }
 
   /** This instance no longer holds the run: it ended or expired, or its partition moved elsewhere. */

@@ -2,9 +2,9 @@ package io.flatmon.web;
 
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.util.JsonFormat;
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.SignalAction;
 import io.flatmon.proto.v1.TrainerSignal;
+import io.flatmon.wire.Topics;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;

@@ -1,5 +1,6 @@
 package io.flatmon.broker;
 
+import io.flatmon.wire.Topics;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;

@@ -18,6 +18,7 @@ import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TrainerSignal;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.trainer.EngineTelemetry;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -47,14 +48,17 @@ class JavaClientTest {
               received::add);
           TelemetryPublisher publisher = new TelemetryPublisher(service.bootstrapServers(), "java-run", Map.of())) {
         assertFalse(signals.shouldStop());
+        EngineTelemetry engineTypes = new EngineTelemetry(publisher);
         TelemetryPublisher.await(publisher.runStarted(policy));
         for (long step = 1; step <= 2; step++) {
-          publisher.snapshot("head", step, head);
+          engineTypes.snapshot("head", step, head);
           ActivationBatch b = random.batch(head, 4, 5, 5, true);
-          publisher.batch("head", step, Split.TRAIN, head, b);
+          engineTypes.batch("head", step, Split.TRAIN, head, b);
           // the same samples again, from ND4J arrays
-          publisher.batch("head", step, Split.TRAIN, head,
+          engineTypes.batch("head", step, Split.TRAIN, head,
               Nd4j.create(b.input(), new long[] {4, 3, 5, 5}, 'c'), null, b.labels());
+          // and from plain arrays, straight through the client
+          publisher.batch("head", step, Split.TRAIN, b.input(), new long[] {4, 3, 5, 5}, b.labels());
           TelemetryPublisher.await(publisher.measurementDone(step));
         }
         long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
@@ -110,11 +114,12 @@ class JavaClientTest {
           open.add(new SignalSubscriber(service.bootstrapServers(), run, Map.of(), received.get(run)::add));
           TelemetryPublisher publisher = new TelemetryPublisher(service.bootstrapServers(), run, Map.of());
           open.add(publisher);
+          EngineTelemetry engineTypes = new EngineTelemetry(publisher);
           TelemetryPublisher.await(publisher.runStarted(run.equals("invalid") ? invalid : null));
           for (long step = 1; step <= 3; step++) {
             HeadSnapshot h = run.equals("nan") && step >= 2 ? diverged : head;
-            publisher.snapshot("head", step, h);
-            publisher.batch("head", step, Split.TRAIN, h, random.batch(h, 4, 5, 5, true));
+            engineTypes.snapshot("head", step, h);
+            engineTypes.batch("head", step, Split.TRAIN, h, random.batch(h, 4, 5, 5, true));
             TelemetryPublisher.await(publisher.measurementDone(step));
           }
         }

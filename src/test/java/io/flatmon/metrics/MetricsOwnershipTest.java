@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.flatmon.broker.EmbeddedKafka;
+import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.FlatmonTopology;
 import java.nio.charset.StandardCharsets;
@@ -62,7 +63,7 @@ class MetricsOwnershipTest {
           SyntheticTelemetry.config(kafka.bootstrapServers(), dir.resolve("a"), app, PARTITIONS));
       try {
         for (SyntheticTelemetry run : runs) {
-          List<io.flatmon.proto.v1.TelemetryRecord> records = new ArrayList<>();
+          List<TelemetryRecord> records = new ArrayList<>();
           records.add(run.started());
           records.addAll(run.step(100, 1, 0, false));
           run.send(producer, records);

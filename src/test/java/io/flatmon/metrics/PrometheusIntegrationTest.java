@@ -8,6 +8,7 @@ import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
+import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.service.FlatmonService;
 import java.io.IOException;
 import java.net.URI;
@@ -67,7 +68,7 @@ class PrometheusIntegrationTest {
       SyntheticTelemetry live = new SyntheticTelemetry(liveRun, 11);
       SyntheticTelemetry ended = new SyntheticTelemetry(endedRun, 12);
       for (SyntheticTelemetry run : List.of(live, ended)) {
-        List<io.flatmon.proto.v1.TelemetryRecord> records = new ArrayList<>();
+        List<TelemetryRecord> records = new ArrayList<>();
         records.add(run.started());
         for (int s = 1; s <= 3; s++) {
           records.addAll(run.step(100L * s, 1, 1, true));

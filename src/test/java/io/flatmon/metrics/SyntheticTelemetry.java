@@ -1,7 +1,6 @@
 package io.flatmon.metrics;
 
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;
@@ -14,6 +13,7 @@ import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.RecordEncoder;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.wire.Topics;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

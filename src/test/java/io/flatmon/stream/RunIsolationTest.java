@@ -4,13 +4,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Rejected;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.stream.it.TelemetryFixtures;
+import io.flatmon.wire.Topics;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

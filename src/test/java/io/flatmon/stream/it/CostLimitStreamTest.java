@@ -94,7 +94,7 @@ class CostLimitStreamTest {
       try (ServeProcess serve = ServeProcess.start(args, dir.resolve("serve.log"), Duration.ofSeconds(90))) {
         Properties producerConfig = new Properties();
         producerConfig.putAll(client);
-        producerConfig.putAll(io.flatmon.broker.Topics.largeMessageProducerConfig());
+        producerConfig.putAll(io.flatmon.wire.Topics.largeMessageProducerConfig());
         producerConfig.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, true);
         producerConfig.put(ProducerConfig.ACKS_CONFIG, "all");
         // The 96 MiB record passes the producer's uncompressed size check; the broker sees kilobytes.

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.flatmon.broker.EmbeddedKafka;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.TelemetryRecord;
+import io.flatmon.wire.Topics;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -58,7 +59,7 @@ class CrashRecoveryTest {
         System.out.println("CrashRecoveryTest: first child " + first.pid() + " serving in " + Services.since(t0));
         try {
           TelemetryFixtures.produce(producer, TelemetryFixtures.messages(records.subList(0, split)));
-          try (ResultsReader peek = new ResultsReader(client, io.flatmon.broker.Topics.RESULTS, false)) {
+          try (ResultsReader peek = new ResultsReader(client, Topics.RESULTS, false)) {
             peek.pollUntil(r -> r.records().size() >= 25, Duration.ofSeconds(90),
                 () -> peek.records().size() + " results so far; child log:\n" + first.logTail());
             first.kill();

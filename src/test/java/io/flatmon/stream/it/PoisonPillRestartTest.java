@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.ByteString;
 import io.flatmon.broker.EmbeddedKafka;
-import io.flatmon.broker.Topics;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.BatchCurvature;
 import io.flatmon.engine.CurvatureComputer;
@@ -14,6 +13,7 @@ import io.flatmon.proto.v1.RejectReason;
 import io.flatmon.proto.v1.Rejected;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.service.FlatmonService;
+import io.flatmon.wire.Topics;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;

@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.ByteString;
 import com.google.protobuf.UnknownFieldSet;
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.ActivationBatch;
 import io.flatmon.proto.v1.ActivationKind;
 import io.flatmon.proto.v1.FlatnessResult;
@@ -17,6 +16,7 @@ import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.proto.v1.Tensor;
 import io.flatmon.schema.TensorCodec;
 import io.flatmon.service.FlatmonService;
+import io.flatmon.wire.Topics;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;

@@ -1,9 +1,9 @@
 package io.flatmon.stream.it;
 
 import com.google.protobuf.InvalidProtocolBufferException;
-import io.flatmon.broker.Topics;
 import io.flatmon.proto.v1.FlatnessResult;
 import io.flatmon.proto.v1.Rejected;
+import io.flatmon.wire.Topics;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;

@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.protobuf.util.JsonFormat;
 import io.flatmon.bench.SyntheticHeads;
-import io.flatmon.broker.Topics;
 import io.flatmon.cli.FlatmonCommand;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
@@ -21,6 +20,7 @@ import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.Split;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.schema.TensorCodec;
+import io.flatmon.wire.Topics;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintWriter;

@@ -1,4 +1,4 @@
-package io.flatmon.broker;
+package io.flatmon.wire;
 
 import java.util.List;
 import java.util.Map;

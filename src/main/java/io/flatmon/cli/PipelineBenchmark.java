@@ -1,6 +1,6 @@
-package io.flatmon.bench;
+package io.flatmon.cli;
 
-import io.flatmon.broker.Topics;
+import io.flatmon.bench.SyntheticHeads;
 import io.flatmon.engine.Activation;
 import io.flatmon.engine.ActivationBatch;
 import io.flatmon.engine.ConvGeometry;
@@ -15,6 +15,7 @@ import io.flatmon.schema.RecordEncoder;
 import io.flatmon.service.FlatmonService;
 import io.flatmon.service.ScratchDirectory;
 import io.flatmon.stream.TopologySettings;
+import io.flatmon.wire.Topics;
 import java.io.PrintWriter;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
