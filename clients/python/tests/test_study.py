@@ -147,3 +147,46 @@ class Analysis(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Invariance(unittest.TestCase):
+    """flatmon_study.invariance: the rescalings preserve the function; through `bin/flatmon compute`, κ and
+    κ_norm do not move while ‖W‖², Tr H and λ_max do (the --quick smoke run of scripts/study/invariance)."""
+
+    def test_reparameterisations_preserve_the_function(self):
+        import torch
+        from flatmon_study import invariance
+        from flatmon_study.models import study_cnn
+        torch.manual_seed(0)
+        model = study_cnn(6, 2).eval()
+        x = torch.rand(20, 1, 8, 8)
+        with torch.no_grad():
+            ref = model(x).double()
+        rng = np.random.default_rng(0)
+        for kind in invariance.REPARAMS:
+            m, fac = invariance.reparameterise(model, kind, rng)
+            with torch.no_grad():
+                out = m(x).double()
+            self.assertLess(float((out - ref).abs().max() / ref.abs().max()), 1e-5, kind)
+            moved = max(np.abs(np.log(fac["lam"])).max(), np.abs(np.log(fac["mu"])).max())
+            self.assertGreater(moved, 0.1, kind)                # something was actually rescaled
+            if kind != "all three":                           # one draw each: within [0.25, 4]
+                for f in (fac["lam"], fac["mu"]):
+                    self.assertTrue(((f >= 0.25) & (f <= 4)).all(), kind)
+
+    def test_quick_run_through_flatmon(self):
+        from flatmon_study import invariance
+        with tempfile.TemporaryDirectory() as tmp:
+            s = invariance.main(["--quick", "--out", tmp])
+            self.assertTrue(os.path.exists(os.path.join(tmp, "invariance.pb")))
+        for kind in invariance.REPARAMS:
+            self.assertLess(s[kind]["kappa_norm"]["max_rel_change"], 1e-5, kind)
+            self.assertLess(s[kind]["logit_change_max"], 1e-5, kind)
+        for kind in ("filter-wise", "layer-wise"):
+            self.assertLess(s[kind]["kappa"]["max_rel_change"], 1e-5, kind)
+            self.assertEqual(s[kind]["kappa"]["tau_before"], s[kind]["kappa"]["tau_after"])
+            for m in ("w_norm2", "trace", "lambda_max"):
+                self.assertGreater(s[kind][m]["max_rel_change"], 0.05, (kind, m))
+        self.assertLess(s["layer-wise"]["wv_norm2"]["max_rel_change"], 1e-5)     # ‖W‖²·‖V‖²: layer-wise only
+        self.assertGreater(s["filter-wise"]["wv_norm2"]["max_rel_change"], 0.05)
+        self.assertGreater(s["input-channel"]["kappa"]["max_rel_change"], 0.05)  # κ is not input-channel invariant
