@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from flatmon_client import FlatmonMonitor
+from flatmon_client.monitor import tensor
 
 from . import stats
 from .models import load_split, monitored, noisy_labels, study_cnn
@@ -54,10 +55,17 @@ class FileMonitor(FlatmonMonitor):
     """A FlatmonMonitor whose records go, length-delimited (the format of `flatmon compute`), to a file
     instead of Kafka: the same snapshot, hooks and activation batches the trainer-side client publishes."""
 
-    def __init__(self, *args, out=None, **kwargs):
+    def __init__(self, *args, out=None, input_channel_rms=None, **kwargs):
         self.out = out
+        self.input_channel_rms = input_channel_rms
         kwargs.setdefault("producer_overrides", {"log_level": 0})
         super().__init__(*args, bootstrap_servers="127.0.0.1:1", listen=False, **kwargs)
+
+    def _snapshot(self, step):
+        s = super()._snapshot(step)
+        if self.input_channel_rms is not None:
+            s.input_channel_rms.CopyFrom(tensor(np.asarray(self.input_channel_rms, np.float32)))
+        return s
 
     def _send(self, record):
         value = record.SerializeToString()
@@ -112,9 +120,25 @@ def _load(row):
     return model
 
 
-def measure_all(rows, train_size, out_dir, seed=0, log=print):
+def input_channel_rms(model, x):
+    """RMS of each input channel of the monitored conv over all of x (samples and positions)."""
+    conv, _ = monitored(model)
+    store = {}
+    h = conv.register_forward_pre_hook(lambda m, inp: store.__setitem__("F", inp[0].detach().double()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return store["F"].pow(2).mean(dim=(0, 2, 3)).sqrt().numpy()
+
+
+def measure_all(rows, train_size, out_dir, seed=0, rho="all", log=print):
     """Writes the telemetry of every (model, variant) to out_dir/invariance.pb, runs `flatmon compute
-    --eigen --json` on it; returns a list of dicts (key, variant, gap, test_error, measures, factors)."""
+    --eigen --json` on it; returns a list of dicts (key, variant, gap, test_error, measures, factors).
+    rho="all": the snapshot carries κ_norm's input-channel RMS over the whole training set
+    (LayerSnapshot.input_channel_rms); rho="first-batch": none is sent and flatmon takes it from the first
+    activation batch (128 samples), FlatmonMonitor's default (docs/math.md §3, streaming rule)."""
     torch.set_num_threads(1)
     xtr, ytr_clean, _, _ = load_split(train_size)
     rng = np.random.default_rng(seed)
@@ -137,13 +161,21 @@ def measure_all(rows, train_size, out_dir, seed=0, log=print):
                 logit_change = float((out - ref).abs().max() / ref.abs().max())
                 conv, cls = monitored(m)
                 rid = "inv-%s-%s" % (kind.replace(" ", "-"), row["key"])
-                mon = FileMonitor(m, conv, cls, rid, out=f, samples_per_measurement=len(ytr), split_batches=128)
+                rms = input_channel_rms(m, xtr) if rho == "all" else None
+                zero = int((rms == 0).sum()) if rms is not None else None
+                if zero:
+                    # flatmon requires ρ > 0; an identically zero channel gets ρ = 1, as flatmon's own rule
+                    # does (docs/math.md §3): its weights then enter κ_norm unnormalised
+                    rms = np.where(rms == 0, 1.0, rms)
+                mon = FileMonitor(m, conv, cls, rid, out=f, samples_per_measurement=len(ytr), split_batches=128,
+                                  input_channel_rms=rms)
                 mon.measure(1, train_batch=(xtr, ytr))
                 items.append(dict(key=row["key"], variant=kind, run_id=rid, gap=row["gap"],
                                   test_error=row["test_error"], label_noise=row["label_noise"],
                                   logit_change=logit_change, lam_min=float(fac["lam"].min()),
                                   lam_max=float(fac["lam"].max()), mu_min=float(fac["mu"].min()),
-                                  mu_max=float(fac["mu"].max()), **norms(m)))
+                                  mu_max=float(fac["mu"].max()),
+                                  zero_rms_channels=zero, **norms(m)))
     log("invariance: %d measurements of %d models written to %s (%.0f s)" % (len(items), len(rows), path,
                                                                            time.monotonic() - t0))
     t1 = time.monotonic()
@@ -157,6 +189,10 @@ def measure_all(rows, train_size, out_dir, seed=0, log=print):
             r = json.loads(line)
             res[r["run_id"]] = r
     log("invariance: flatmon compute --eigen on %d measurements took %.0f s" % (len(res), time.monotonic() - t1))
+    missing = [it["run_id"] for it in items if it["run_id"] not in res]
+    if missing:
+        raise RuntimeError("flatmon compute measured %d of %d; rejected: %s\n%s" % (
+            len(res), len(items), missing[:5], proc.stderr[-3000:]))
     for it in items:
         r = res[it["run_id"]]
         it.update(kappa=float(r["relative_flatness"]["mean"]), kappa_norm=float(r["relative_flatness_normalized"]["mean"]),
@@ -180,7 +216,12 @@ def summarise(items):
             b = np.array([rep[k][m] for k in keys])
             fac = b / a
             rel = np.abs(b - a) / np.abs(a)
+            # models with an identically zero input channel of the monitored conv (a dead ReLU channel):
+            # flatmon's ρ = 1 for it lets the rescaled weights of that channel into κ_norm (docs/invariance.md)
+            live = np.array([not rep[k].get("zero_rms_channels") for k in keys])
             row[m] = dict(median_rel_change=float(np.median(rel)), max_rel_change=float(rel.max()),
+                          max_rel_change_live=float(rel[live].max()) if live.any() else float("nan"),
+                          models_with_zero_channel=int((~live).sum()),
                           min_factor=float(fac.min()), max_factor=float(fac.max()),
                           tau_before=stats.kendall_tau_b(a, gap), tau_after=stats.kendall_tau_b(b, gap))
         out[kind] = row
@@ -199,14 +240,16 @@ def markdown(summary, n_models, meta):
              % (n_models, LAMBDA_RANGE[0], LAMBDA_RANGE[1], n_models), ""]
     for kind in REPARAMS:
         s = summary[kind]
+        nz = s["kappa"]["models_with_zero_channel"]
         lines += ["**%s** (largest change of any logit: %.1e relative to the largest logit)" % (kind, s["logit_change_max"]),
-                  "", "| measure | rel. change median / max | factor min – max | τ with gap before → after |",
-                  "|---|---:|---:|---:|"]
+                  "", "| measure | rel. change median / max | max without the %d model(s) with a dead input channel "
+                  "| factor min – max | τ with gap before → after |" % nz,
+                  "|---|---:|---:|---:|---:|"]
         for m, _ in MEASURES:
             r = s[m]
-            lines.append("| %s | %s / %s | %s – %s | %+.3f → %+.3f |" % (
-                lab[m], _g(r["median_rel_change"]), _g(r["max_rel_change"]), _g(r["min_factor"]), _g(r["max_factor"]),
-                r["tau_before"], r["tau_after"]))
+            lines.append("| %s | %s / %s | %s | %s – %s | %+.3f → %+.3f |" % (
+                lab[m], _g(r["median_rel_change"]), _g(r["max_rel_change"]), _g(r["max_rel_change_live"]),
+                _g(r["min_factor"]), _g(r["max_factor"]), r["tau_before"], r["tau_after"]))
         lines.append("")
     lines.append("Setting: %s" % json.dumps(meta, default=str))
     return "\n".join(lines)
@@ -269,6 +312,11 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output directory (default target/invariance[-quick])")
     ap.add_argument("--train-size", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0, help="seed of the λ, μ draws")
+    ap.add_argument("--rho", choices=("all", "first-batch"), default="all",
+                    help="κ_norm's input-channel RMS: sent, over all training samples (default), or left to "
+                         "flatmon (first activation batch)")
+    ap.add_argument("--from-json", action="store_true",
+                    help="re-summarise, tabulate and plot the measurements already in --out/invariance.json")
     ap.add_argument("--publish", action="store_true", help="copy the table and plot to docs/invariance.{md-table,png}")
     a = ap.parse_args(argv)
     out = os.path.abspath(a.out or os.path.join(str(REPO), "target", "invariance-quick" if a.quick else "invariance"))
@@ -277,7 +325,12 @@ def main(argv=None):
     def log(msg):
         print(time.strftime("%H:%M:%S ") + msg, flush=True)
 
-    if a.models:
+    if a.from_json:
+        with open(os.path.join(out, "invariance.json")) as f:
+            saved = json.load(f)
+        items, meta = saved["items"], saved["meta"]
+        rows = sorted({it["key"] for it in items})
+    elif a.models:
         with open(os.path.join(a.models, "training.jsonl")) as f:
             rows = [json.loads(line) for line in f if line.strip()]
         if a.only_reached:
@@ -287,11 +340,12 @@ def main(argv=None):
         spec = QUICK_FAMILY if a.quick else FAMILY
         rows = train_all(grid.configs(spec), spec["max_epochs"], a.train_size, out, workers=1, log=log)
         family = "own family: " + json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()})
-    rows = [r for r in rows if math.isfinite(r["gap"])]
-    items = measure_all(rows, a.train_size, out, seed=a.seed, log=log)
+    if not a.from_json:
+        rows = [r for r in rows if math.isfinite(r["gap"])]
+        items = measure_all(rows, a.train_size, out, seed=a.seed, rho=a.rho, log=log)
+        meta = dict(models=len(rows), family=family, train_size=a.train_size, seed=a.seed, rho=a.rho,
+                    flatmon="bin/flatmon compute --eigen --json on FlatmonMonitor records (TRAIN, full training set)")
     summary = summarise(items)
-    meta = dict(models=len(rows), family=family, train_size=a.train_size, seed=a.seed,
-                flatmon="bin/flatmon compute --eigen --json on FlatmonMonitor records (TRAIN, full training set)")
     with open(os.path.join(out, "invariance.json"), "w") as f:
         json.dump(dict(meta=meta, summary=summary, items=items), f, indent=1, default=float)
     md = markdown(summary, len(rows), meta)
