@@ -29,6 +29,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="scripts/study/run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2-minute smoke version (8 models)")
+    ap.add_argument("--clean", action="store_true",
+                    help="the pre-registered clean-label study of docs/study-protocol.md (128 models)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="train nothing: measure and analyse the models already in training.jsonl (a partial run)")
     ap.add_argument("--out", default=None, help="output directory (default target/study or target/study-quick)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (at most 2)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default: the grid's)")
@@ -43,7 +47,10 @@ def main(argv=None):
     ap.add_argument("--publish", action="store_true",
                     help="copy models.csv and generalisation.png to docs/generalisation.{csv,png}")
     a = ap.parse_args(argv)
-    spec = dict(grid.QUICK if a.quick else grid.FULL)
+    if a.clean:
+        spec = dict(grid.CLEAN_QUICK if a.quick else grid.CLEAN)
+    else:
+        spec = dict(grid.QUICK if a.quick else grid.FULL)
     if a.seeds:
         spec["seeds"] = tuple(range(a.seeds))
     if a.max_epochs:
@@ -52,24 +59,38 @@ def main(argv=None):
     reps = a.reps or (300 if a.quick else 2000)
     workers = max(1, min(2, a.workers))
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-    out = os.path.abspath(a.out or os.path.join(repo, "target", "study-quick" if a.quick else "study"))
+    name = ("study-clean" if a.clean else "study") + ("-quick" if a.quick else "")
+    out = os.path.abspath(a.out or os.path.join(repo, "target", name))
     os.makedirs(out, exist_ok=True)
     phases = set(a.phases.split(","))
     redo = set(filter(None, a.redo.split(",")))
     cfgs = grid.configs(spec)
     varied = grid.varied(spec)
-    meta = dict(grid={h: list(spec[h]) for h in grid.HPARAMS}, seeds=list(spec["seeds"]), max_epochs=spec["max_epochs"],
+    meta = dict(grid={h: list(spec[h]) for h in grid.ALL_HPARAMS if h in spec}, seeds=list(spec["seeds"]),
+                max_epochs=spec["max_epochs"], schedule=spec.get("schedule", "constant"),
                 train_size=a.train_size, test_size=1797 - a.train_size, workers=workers, reps=reps, varied=varied)
     log("flatmon study: %d configurations x %d seeds = %d models; output %s" % (
         len(cfgs) // len(spec["seeds"]), len(spec["seeds"]), len(cfgs), out))
-    log("grid: " + ", ".join("%s %s" % (h, list(spec[h])) for h in grid.HPARAMS))
+    log("grid: " + ", ".join("%s %s" % (h, list(spec[h])) for h in grid.ALL_HPARAMS if h in spec))
+    if a.clean:
+        meta["protocol"] = "docs/study-protocol.md"
     timing = _load(os.path.join(out, "timing.json")) or {}
     t_all = time.monotonic()
 
     # 1. train
     t0 = time.monotonic()
     from .train import train_all
+    planned = len(cfgs)
+    if a.no_train:
+        done = set()
+        tpath = os.path.join(out, "training.jsonl")
+        if os.path.exists(tpath):
+            with open(tpath) as f:
+                done = {json.loads(line)["key"] for line in f if line.strip()}
+        cfgs = [c for c in cfgs if c.key in done]
+        log("--no-train: %d of the %d models of the grid are trained; measuring those only" % (len(cfgs), planned))
     rows = train_all(cfgs, spec["max_epochs"], a.train_size, out, workers=workers, log=log)
+    meta.update(planned=planned, trained=len(rows), partial=len(rows) < planned)
     if time.monotonic() - t0 > 5:
         timing["train_s"] = time.monotonic() - t0
     reached = [r for r in rows if r["reached"]]

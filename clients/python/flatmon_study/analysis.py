@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from . import stats
-from .grid import HPARAMS
+from .grid import ALL_HPARAMS, HPARAMS
 
 # (column, label, what it is)
 MEASURES = [
@@ -26,7 +26,7 @@ MEASURES = [
 BASELINES = ["kappa_v", "w_norm2", "wv_norm2", "trace", "lambda_max", "hutchinson", "train_loss"]
 TARGETS = [("gap", "generalisation gap (test CE − train CE)"), ("test_error", "test error")]
 
-CSV_COLUMNS = (["key"] + list(HPARAMS) + ["seed", "reached", "epochs", "train_seconds", "train_loss", "train_error",
+CSV_COLUMNS = (["key"] + list(HPARAMS) + ["augment", "schedule", "seed", "reached", "epochs", "train_seconds", "train_loss", "train_error",
                                           "train_clean_error", "test_loss", "test_error", "gap", "flipped"]
                + ["kappa", "kappa_se", "kappa_norm", "trace", "lambda_max", "kappa_v", "trace_v", "w_norm2",
                   "v_norm2", "wv_norm2", "hutchinson", "hutchinson_probes", "engine_seconds",
@@ -55,15 +55,17 @@ def read_csv(path):
         for r in csv.DictReader(f):
             row = {}
             for k, v in r.items():
-                if k == "key":
+                if k in ("key", "schedule"):
                     row[k] = v
                 elif v == "":
                     row[k] = float("nan")
                 else:
                     x = float(v)
                     row[k] = int(x) if k in ("width", "depth", "batch_size", "seed", "epochs", "reached",
-                                             "flipped", "hutchinson_probes") else x
+                                             "flipped", "hutchinson_probes", "augment") else x
             row["reached"] = bool(row["reached"])
+            if not np.isfinite(row.get("augment", float("nan"))):
+                row["augment"] = 0                # files written before augmentation was a hyperparameter
             rows.append(row)
     return rows
 
@@ -96,7 +98,11 @@ def analyse(rows, varied, reps=2000, seed=0, log=print):
         log("analysis: only %d models reached the criterion; nothing to rank" % n)
         return res
     idx = stats.bootstrap_indices(n, reps, seed)
-    hp = [{h: r[h] for h in list(HPARAMS) + ["seed"]} for r in ok]
+    hp = [{h: r.get(h, 0) for h in list(ALL_HPARAMS) + ["seed"]} for r in ok]
+    hp_pooled = [{h: v for h, v in d.items() if h != "seed"} for d in hp]
+    # m_h of Jiang's Ψ: the configurations of the other hyperparameters in the grid (all trained models)
+    grid_groups = {h: len({tuple(r.get(c, 0) for c in ALL_HPARAMS if c != h) for r in rows}) for h in varied}
+    res["granulated_jiang"] = {}
     for tcol, _ in TARGETS:
         y = np.array([r[tcol] for r in ok])
         boot = {}
@@ -110,13 +116,17 @@ def analyse(rows, varied, reps=2000, seed=0, log=print):
             per, psi = stats.granulated_tau(x, y, hp, varied)
             res["granulated"][tcol][col] = dict(psi=psi, per={h: dict(psi=v[0], groups=v[1], skipped=v[2])
                                                                for h, v in per.items()})
+            per, psi = stats.granulated_tau_jiang(x, y, hp_pooled, varied, grid_groups)
+            res["granulated_jiang"].setdefault(tcol, {})[col] = dict(
+                psi=psi, per={h: dict(psi=v[0], groups=v[1], m=v[2]) for h, v in per.items()})
         for b in BASELINES:
             if b in boot and "kappa" in boot:
                 d = boot["kappa"] - boot[b]
                 d = d[np.isfinite(d)]
                 lo, hi = stats.percentile_ci(d)
+                lo2, hi2 = stats.percentile_ci(d, 0.975)      # Bonferroni for two primary tests
                 res["paired"][tcol][b] = dict(diff=res["tau"][tcol]["kappa"]["tau"] - res["tau"][tcol][b]["tau"],
-                                              lo=lo, hi=hi, frac_positive=float((d > 0).mean()))
+                                              lo=lo, hi=hi, lo975=lo2, hi975=hi2, frac_positive=float((d > 0).mean()))
         log("analysis: %s done" % tcol)
     # Within one label-noise level: does the measure rank models that fit equally noisy labels?
     res["tau_by_noise"] = {}
@@ -152,8 +162,35 @@ def markdown(res, varied, meta):
         L.append("")
         L.append("Excluded (configuration: seeds): " + "; ".join("%s: %s" % (k, ",".join(map(str, v)))
                                                                for k, v in sorted(c["excluded_configs"].items())))
+    if meta.get("partial"):
+        L.append("")
+        L.append("**PARTIAL RUN: %d of the %d models of the grid were trained when this analysis was made; every "
+                 "figure below covers only those, and the pre-registered hypotheses are not decided.**"
+                 % (meta["trained"], meta["planned"]))
     if not res["tau"]:
         return "\n".join(L) + "\n"
+    if meta.get("protocol") and "test_error" in res["paired"]:
+        L.append("")
+        L.append("Primary tests (%s): paired bootstrap of τ(κ, test error) − τ(baseline, test error), %d resamples; "
+                 "decision by the Bonferroni 97.5 %% interval." % (meta["protocol"], res["reps"]))
+        L.append("")
+        L.append("| hypothesis | Δτ | 95 % CI | 97.5 % CI | P(Δ > 0) | decision |")
+        L.append("|---|---|---|---|---|---|")
+        for hyp, b in (("H1: κ ahead of ‖W‖²", "w_norm2"), ("H2: κ ahead of Tr H", "trace")):
+            e = res["paired"]["test_error"].get(b)
+            if not e:
+                continue
+            if meta.get("partial"):
+                dec = "not decided (partial run)"
+            elif e["lo975"] > 0:
+                dec = "supported"
+            elif e["hi975"] < 0:
+                dec = "contradicted"
+            else:
+                dec = "inconclusive"
+            L.append("| %s | %s | [%s, %s] | [%s, %s] | %.3f | %s |" % (
+                hyp, _f(e["diff"]), _f(e["lo"]), _f(e["hi"]), _f(e["lo975"]), _f(e["hi975"]), e["frac_positive"],
+                dec))
     L.append("")
     L.append("Kendall τ-b over the %d models that reached the criterion, with 95 %% bootstrap CIs (%d resamples "
              "of models), and Jiang et al.'s granulated τ Ψ (mean over the varied hyperparameters of ψ_h):"
@@ -195,6 +232,22 @@ def markdown(res, varied, meta):
                     t = res["tau_by_noise"][v]["tau"][tcol][col]
                     cells.append("%s [%s, %s]" % (_f(t["tau"]), _f(t["lo"]), _f(t["hi"])))
             L.append("| %s | %s |" % (lab[col], " | ".join(cells)))
+    if res.get("granulated_jiang"):
+        for tcol, tname in TARGETS:
+            L.append("")
+            L.append("Granulated τ with the %s by Jiang et al.'s definition: groups over the other "
+                     "hyperparameters with the seeds pooled, ψ_h = Σ τ / m_h where m_h counts every group of the "
+                     "grid (an emptied group contributes 0):" % tname)
+            L.append("")
+            L.append("| measure | " + " | ".join(varied) + " | Ψ |")
+            L.append("|---|" + "---|" * (len(varied) + 1))
+            for col, g in res["granulated_jiang"][tcol].items():
+                L.append("| %s | %s | %s |" % (lab[col], " | ".join(_f(g["per"][h]["psi"]) for h in varied),
+                                              _f(g["psi"])))
+            groups = next(iter(res["granulated_jiang"][tcol].values()))["per"]
+            L.append("")
+            L.append("Groups with a τ / m_h: " + ", ".join(
+                "%s %d/%d" % (h, groups[h]["groups"], groups[h]["m"]) for h in varied))
     L.append("")
     L.append("Paired bootstrap of τ(κ) − τ(baseline) (same resamples), 95 % CI and the fraction of resamples "
              "where κ's τ is larger:")

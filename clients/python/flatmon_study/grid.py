@@ -3,6 +3,9 @@ import itertools
 from dataclasses import asdict, dataclass
 
 HPARAMS = ("width", "depth", "weight_decay", "batch_size", "lr", "label_noise")
+# augment: the largest random shift of a training image in pixels (0: none); a hyperparameter of the
+# clean-label study (docs/study-protocol.md); constant (0) in the other grids
+ALL_HPARAMS = HPARAMS + ("augment",)
 
 
 @dataclass(frozen=True)
@@ -14,11 +17,18 @@ class Config:
     lr: float
     label_noise: float
     seed: int
+    augment: int = 0
+    schedule: str = "constant"      # or "cosine": lr · ½(1 + cos(π·epoch/max_epochs)), per epoch
 
     @property
     def key(self):
-        return "w%d-d%d-wd%g-b%d-lr%g-n%g-s%d" % (self.width, self.depth, self.weight_decay, self.batch_size,
-                                                  self.lr, self.label_noise, self.seed)
+        k = "w%d-d%d-wd%g-b%d-lr%g-n%g" % (self.width, self.depth, self.weight_decay, self.batch_size, self.lr,
+                                           self.label_noise)
+        if self.augment:
+            k += "-a%d" % self.augment
+        if self.schedule != "constant":
+            k += "-" + self.schedule
+        return k + "-s%d" % self.seed
 
     def hparams(self, with_seed=True):
         d = asdict(self)
@@ -38,11 +48,23 @@ QUICK = dict(width=(32,), depth=(2,), weight_decay=(0.0,), batch_size=(32,), lr=
              label_noise=(0.0, 0.1), seeds=(0, 1), max_epochs=120)
 
 
+# The pre-registered clean-label study (docs/study-protocol.md): clean labels, augmentation by random
+# shifts, a cosine lr schedule; 2^6 = 64 configurations × 2 seeds = 128 models.
+CLEAN = dict(width=(16, 24), depth=(1, 2), weight_decay=(0.0, 5e-4), batch_size=(32, 128), lr=(0.03, 0.1),
+             label_noise=(0.0,), augment=(0, 1), seeds=(0, 1), max_epochs=150, schedule="cosine")
+
+# its smoke version (2^2 configurations × 2 seeds = 8 models)
+CLEAN_QUICK = dict(width=(16,), depth=(2,), weight_decay=(0.0,), batch_size=(32,), lr=(0.05, 0.1), label_noise=(0.0,),
+                   augment=(0, 1), seeds=(0, 1), max_epochs=60, schedule="cosine")
+
+
 def configs(spec):
-    values = [spec[h] for h in HPARAMS]
-    return [Config(*combo, seed=s) for combo in itertools.product(*values) for s in spec["seeds"]]
+    names = [h for h in ALL_HPARAMS if h in spec]
+    values = [spec[h] for h in names]
+    return [Config(**dict(zip(names, combo)), seed=s, schedule=spec.get("schedule", "constant"))
+            for combo in itertools.product(*values) for s in spec["seeds"]]
 
 
 def varied(spec):
     """The hyperparameters that take more than one value in `spec` (those granulated τ is defined for)."""
-    return [h for h in HPARAMS if len(spec[h]) > 1]
+    return [h for h in ALL_HPARAMS if len(spec.get(h, (0,))) > 1]

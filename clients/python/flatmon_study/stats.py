@@ -98,3 +98,32 @@ def granulated_tau(measure, target, hparams, names):
         per[h] = (float(np.mean(taus)) if taus else float("nan"), len(taus), skipped)
     vals = [v[0] for v in per.values() if np.isfinite(v[0])]
     return per, (float(np.mean(vals)) if vals else float("nan"))
+
+
+def granulated_tau_jiang(measure, target, hparams, names, grid_groups):
+    """Jiang et al. (2020), eq. (4) as defined there: for hyperparameter h the groups are the configurations
+    of the *other* hyperparameters (the seed is not a coordinate: the seeds of a configuration are pooled
+    in its group), ψ_h = (1/m_h) Σ_groups τ-b(measure, target) within the group, and m_h = grid_groups[h],
+    the number of such groups in the whole grid — a group that exclusions emptied, or left with fewer than
+    two values of h or an undefined τ, contributes 0 and still counts. `hparams`: dicts without the seed.
+    Returns ({h: (ψ_h, groups with a τ, m_h)}, Ψ = mean over h of ψ_h)."""
+    measure = np.asarray(measure, dtype=float)
+    target = np.asarray(target, dtype=float)
+    cols = sorted(c for c in hparams[0].keys() if c != "seed")
+    per = {}
+    for h in names:
+        groups = {}
+        for i, hp in enumerate(hparams):
+            groups.setdefault(tuple(hp[c] for c in cols if c != h), []).append(i)
+        total, used = 0.0, 0
+        for members in groups.values():
+            if len({hparams[i][h] for i in members}) < 2:
+                continue
+            t = kendall_tau_b(measure[members], target[members])
+            if np.isfinite(t):
+                total += t
+                used += 1
+        m = int(grid_groups[h])
+        per[h] = (total / m if m else float("nan"), used, m)
+    vals = [v[0] for v in per.values() if np.isfinite(v[0])]
+    return per, (float(np.mean(vals)) if vals else float("nan"))

@@ -2,6 +2,7 @@
 full training set, with the labels it is trained on, is ≤ target_loss (checked after every epoch), or
 max_epochs (then the model is excluded from the analysis and counted)."""
 import json
+import math
 import os
 import time
 
@@ -26,6 +27,15 @@ def full_loss(model, x, y):
     return loss / len(y), wrong / len(y)
 
 
+def random_shift(x, k, gen):
+    """Each image of x [B,1,H,W] shifted by its own random (dy, dx) ∈ [−k, k]²: zero-padded by k, then a
+    random H×W crop (the augmentation of docs/study-protocol.md)."""
+    B, _, H, W = x.shape
+    xp = TF.pad(x, (k, k, k, k))
+    off = torch.randint(0, 2 * k + 1, (B, 2), generator=gen)
+    return torch.stack([xp[i, :, off[i, 0]:off[i, 0] + H, off[i, 1]:off[i, 1] + W] for i in range(B)])
+
+
 def train_one(cfg, max_epochs, train_size, model_dir, target_loss=TARGET_LOSS):
     """Trains `cfg` and saves its final weights to model_dir/<key>.pt; returns a dict of what happened."""
     torch.set_num_threads(1)
@@ -35,15 +45,21 @@ def train_one(cfg, max_epochs, train_size, model_dir, target_loss=TARGET_LOSS):
     model = study_cnn(cfg.width, cfg.depth)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
+    schedule = getattr(cfg, "schedule", "constant")
+    augment = int(getattr(cfg, "augment", 0) or 0)
     t0 = time.perf_counter()
     train_loss, reached, epoch, diverged = float("nan"), False, 0, False
     for epoch in range(1, max_epochs + 1):
+        if schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max_epochs))
         model.train()
         perm = torch.randperm(len(ytr), generator=gen)
         for i in range(0, len(ytr), cfg.batch_size):
             b = perm[i:i + cfg.batch_size]
+            xb = random_shift(xtr[b], augment, gen) if augment else xtr[b]
             opt.zero_grad()
-            TF.cross_entropy(model(xtr[b]), ytr[b]).backward()
+            TF.cross_entropy(model(xb), ytr[b]).backward()
             opt.step()
         train_loss, _ = full_loss(model, xtr, ytr)
         if train_loss <= target_loss:

@@ -149,3 +149,90 @@ class Analysis(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Invariance(unittest.TestCase):
+    """flatmon_study.invariance: the rescalings preserve the function; through `bin/flatmon compute`, κ and
+    κ_norm do not move while ‖W‖², Tr H and λ_max do (the --quick smoke run of scripts/study/invariance)."""
+
+    def test_reparameterisations_preserve_the_function(self):
+        import torch
+        from flatmon_study import invariance
+        from flatmon_study.models import study_cnn
+        torch.manual_seed(0)
+        model = study_cnn(6, 2).eval()
+        x = torch.rand(20, 1, 8, 8)
+        with torch.no_grad():
+            ref = model(x).double()
+        rng = np.random.default_rng(0)
+        for kind in invariance.REPARAMS:
+            m, fac = invariance.reparameterise(model, kind, rng)
+            with torch.no_grad():
+                out = m(x).double()
+            self.assertLess(float((out - ref).abs().max() / ref.abs().max()), 1e-5, kind)
+            moved = max(np.abs(np.log(fac["lam"])).max(), np.abs(np.log(fac["mu"])).max())
+            self.assertGreater(moved, 0.1, kind)                # something was actually rescaled
+            if kind != "all three":                           # one draw each: within [0.25, 4]
+                for f in (fac["lam"], fac["mu"]):
+                    self.assertTrue(((f >= 0.25) & (f <= 4)).all(), kind)
+
+    def test_quick_run_through_flatmon(self):
+        from flatmon_study import invariance
+        with tempfile.TemporaryDirectory() as tmp:
+            s = invariance.main(["--quick", "--out", tmp])
+            self.assertTrue(os.path.exists(os.path.join(tmp, "invariance.pb")))
+        for kind in invariance.REPARAMS:
+            self.assertLess(s[kind]["kappa_norm"]["max_rel_change"], 1e-5, kind)
+            self.assertLess(s[kind]["logit_change_max"], 1e-5, kind)
+        for kind in ("filter-wise", "layer-wise"):
+            self.assertLess(s[kind]["kappa"]["max_rel_change"], 1e-5, kind)
+            self.assertEqual(s[kind]["kappa"]["tau_before"], s[kind]["kappa"]["tau_after"])
+            for m in ("w_norm2", "trace", "lambda_max"):
+                self.assertGreater(s[kind][m]["max_rel_change"], 0.05, (kind, m))
+        self.assertLess(s["layer-wise"]["wv_norm2"]["max_rel_change"], 1e-5)     # ‖W‖²·‖V‖²: layer-wise only
+        self.assertGreater(s["filter-wise"]["wv_norm2"]["max_rel_change"], 0.05)
+        self.assertGreater(s["input-channel"]["kappa"]["max_rel_change"], 0.05)  # κ is not input-channel invariant
+
+
+class CleanStudyQuick(unittest.TestCase):
+    """scripts/study/run --clean --quick: the pre-registered study's whole chain on 8 models (training with
+    the cosine schedule and shift augmentation, flatmon serve, flatmon compute --eigen, the analysis), and
+    that it resumes: a second invocation trains nothing."""
+
+    def test_quick_chain_and_resume(self):
+        import json
+        from flatmon_study import __main__ as study
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(study.main(["--clean", "--quick", "--out", tmp]), 0)
+            with open(os.path.join(tmp, "training.jsonl")) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            self.assertEqual(len(rows), 8)
+            self.assertEqual({r["augment"] for r in rows}, {0, 1})
+            self.assertTrue(all(r["schedule"] == "cosine" for r in rows))
+            with open(os.path.join(tmp, "results.json")) as f:
+                res = json.load(f)
+            self.assertEqual(res["meta"]["planned"], 8)
+            self.assertFalse(res["meta"]["partial"])
+            self.assertEqual(res["counts"]["all"]["trained"], 8)
+            # resumable: nothing is retrained, and --no-train analyses what exists
+            self.assertEqual(study.main(["--clean", "--quick", "--out", tmp, "--no-train", "--phases", "analyse"]), 0)
+            with open(os.path.join(tmp, "training.jsonl")) as f:
+                self.assertEqual(sum(1 for line in f if line.strip()), 8)
+
+
+class JiangGranulated(unittest.TestCase):
+    def test_seeds_pooled_and_m_counts_emptied_groups(self):
+        # two hyperparameters a, b ∈ {0, 1}, two seeds; measure = target = a + small seed term -> within
+        # each b-group (4 models, seeds pooled) τ over a is 1 with ties broken by the seed consistently
+        hp, m = [], []
+        for a, b, s in itertools.product((0, 1), (0, 1), (0, 1)):
+            hp.append(dict(a=a, b=b))
+            m.append(a + 0.1 * s)
+        m = np.array(m)
+        per, psi = stats.granulated_tau_jiang(m, m, hp, ["a"], {"a": 2})
+        self.assertEqual(per["a"], (1.0, 2, 2))
+        # drop both a=1 models of group b=1: that group can no longer be ranked, contributes 0, still counts
+        keep = [i for i, h in enumerate(hp) if not (h["a"] == 1 and h["b"] == 1)]
+        per, psi = stats.granulated_tau_jiang(m[keep], m[keep], [hp[i] for i in keep], ["a"], {"a": 2})
+        self.assertEqual(per["a"], (0.5, 1, 2))
+        self.assertEqual(psi, 0.5)
