@@ -254,7 +254,7 @@ class FlatmonMonitor:
 
     When the trainer sees a STOP (``signal_mode``):
 
-    * ``"interval"`` (default): a measurement first waits until the previous measurement's signal has
+    * ``"interval"`` (the default with ``listen=True``; ``"async"`` without a listener): a measurement first waits until the previous measurement's signal has
       arrived (normally long since; at most ``signal_timeout`` s), so a run trains at most one measurement
       interval past the STOP it is sent.
     * ``"measurement"`` (blocking, like Lightning's callback): ``measure(step)`` returns once the signal of
@@ -283,7 +283,7 @@ class FlatmonMonitor:
                  samples_per_measurement=256, policy=None, split_batches=128, *, on_signal: Optional[Callable] = None,
                  display_name=None, labels=None, weight_decay=None, layer=None, send_pre_activation=None,
                  listen=True, keep_payload=False, max_pending=None, pending_timeout=60.0, producer_overrides=None,
-                 consumer_overrides=None, signal_mode="interval", signal_timeout=10.0, connect_timeout=10.0,
+                 consumer_overrides=None, signal_mode=None, signal_timeout=10.0, connect_timeout=10.0,
                  buffer_bytes=256 << 20, strict=False):
         from confluent_kafka import Producer
         if not run_id:
@@ -300,6 +300,9 @@ class FlatmonMonitor:
         self.policy = as_policy(policy)
         if self.policy is not None:
             validate(self.policy)
+        if signal_mode is None:
+            # Without a signal listener there is nothing to wait for: "interval" is the default only with one.
+            signal_mode = "interval" if listen else "async"
         if signal_mode not in self.SIGNAL_MODES:
             raise ValueError("signal_mode must be one of %s, got %r" % (", ".join(self.SIGNAL_MODES), signal_mode))
         if signal_mode != "async" and not listen:

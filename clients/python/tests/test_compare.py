@@ -2,7 +2,7 @@
 block (flatmon_client.reference): exact Tr H and κ from per-sample logit Jacobians, Hutch++ exact once its
 sketch spans the whole space, and the to-1 % driver.
 
-    cd clients/python && /usr/bin/python3 -m unittest tests.test_compare
+    /usr/bin/python3 -m unittest discover -s clients/python/tests -p test_compare.py
 """
 import importlib.util
 import unittest
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import support  # noqa: F401  (sets sys.path)
 from flatmon_client import estimators as est
 from flatmon_client.reference import autograd_reference
 

@@ -35,6 +35,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -103,23 +104,8 @@ final class ComputeCommand implements Callable<Integer> {
       description = "Largest tensor accepted, in elements (default ${DEFAULT-VALUE}).")
   long maxElements;
 
-  @Option(names = "--max-decoded-bytes", paramLabel = "BYTES",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_DECODED_BYTES, description = {
-      "Records whose tensors decode (to float32) to more bytes are rejected before decoding",
-      "(default ${DEFAULT-VALUE})."})
-  long maxDecodedBytes;
-
-  @Option(names = "--max-working-bytes", paramLabel = "BYTES",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORKING_BYTES, description = {
-      "Batches whose engine arrays would need more bytes are rejected before decoding",
-      "(default ${DEFAULT-VALUE})."})
-  long maxWorkingBytes;
-
-  @Option(names = "--max-work-per-sample", paramLabel = "FLOP",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORK_PER_SAMPLE, description = {
-      "Batches needing more floating-point operations per sample are rejected before decoding",
-      "(default ${DEFAULT-VALUE})."})
-  long maxWorkPerSample;
+  @Mixin
+  WorkLimitOptions workLimits;
 
   @Option(names = "--max-record-bytes", defaultValue = "" + (64 * 1024 * 1024 + 4096),
       description = "Largest record accepted, in bytes (default ${DEFAULT-VALUE}).")
@@ -155,11 +141,11 @@ final class ComputeCommand implements Callable<Integer> {
       err.println("flatmon compute: --time-engine must be >= 0");
       return 2;
     }
-    if (maxDecodedBytes < 1 || maxWorkingBytes < 1 || maxWorkPerSample < 1) {
-      err.println("flatmon compute: --max-decoded-bytes, --max-working-bytes and --max-work-per-sample must be positive");
+    WorkLimits limits = workLimits.limits("compute", err);
+    if (limits == null) {
       return 2;
     }
-    decoder = new RecordDecoder(maxElements, new WorkLimits(maxDecodedBytes, maxWorkingBytes, maxWorkPerSample));
+    decoder = new RecordDecoder(maxElements, limits);
     engine = engineChoice == EngineChoice.reference ? new ReferenceCurvature() : new CurvatureEngine();
     progress = new Progress(err);
     for (String file : files) {

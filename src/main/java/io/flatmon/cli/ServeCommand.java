@@ -16,6 +16,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
@@ -95,24 +96,8 @@ final class ServeCommand implements Callable<Integer> {
       description = "Tensors with more elements are rejected (default ${DEFAULT-VALUE}).")
   long maxTensorElements;
 
-  @Option(names = "--max-decoded-bytes", paramLabel = "BYTES",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_DECODED_BYTES, description = {
-      "Records whose tensors decode (to float32) to more bytes are rejected before decoding,",
-      "whatever their compressed size (default ${DEFAULT-VALUE})."})
-  long maxDecodedBytes;
-
-  @Option(names = "--max-working-bytes", paramLabel = "BYTES",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORKING_BYTES, description = {
-      "Batches whose engine arrays (patches, Z, Grams, Γ blocks; native and heap) would need",
-      "more bytes are rejected before decoding; each engine thread may hold one such batch",
-      "(default ${DEFAULT-VALUE})."})
-  long maxWorkingBytes;
-
-  @Option(names = "--max-work-per-sample", paramLabel = "FLOP",
-      defaultValue = "" + WorkLimits.DEFAULT_MAX_WORK_PER_SAMPLE, description = {
-      "Batches needing more floating-point operations per sample are rejected before decoding",
-      "(default ${DEFAULT-VALUE})."})
-  long maxWorkPerSample;
+  @Mixin
+  WorkLimitOptions workLimits;
 
   @Option(names = "--engine-threads", description = {
       "Curvature engines shared by all stream threads: the compute parallelism (default: the number " +
@@ -143,14 +128,13 @@ final class ServeCommand implements Callable<Integer> {
     if (kafkaConfig != null) {
       clientConfig.putAll(load(kafkaConfig));
     }
-    if (maxDecodedBytes < 1 || maxWorkingBytes < 1 || maxWorkPerSample < 1) {
-      spec.commandLine().getErr().println(
-          "flatmon serve: --max-decoded-bytes, --max-working-bytes and --max-work-per-sample must be positive");
+    WorkLimits limits = workLimits.limits("serve", spec.commandLine().getErr());
+    if (limits == null) {
       return 2;
     }
     TopologySettings topology = TopologySettings.defaults().withRetention(endedRetention, idleExpiry)
         .withLimits(maxTensorElements, historySteps)
-        .withWorkLimits(new WorkLimits(maxDecodedBytes, maxWorkingBytes, maxWorkPerSample));
+        .withWorkLimits(limits);
     int engines = engineThreads != null ? engineThreads : FlatmonService.defaultEngineThreads();
     if (engines < 1 || (streamThreads != null && streamThreads < 1)) {
       spec.commandLine().getErr().println("flatmon serve: --engine-threads and --stream-threads must be at least 1");
