@@ -162,6 +162,28 @@ class LanczosTest {
   }
 
   @Test
+  void aTopFarBelowTheSpectralRadiusIsFoundInAtMostDimensionProducts() {
+    // eigenvalues from −1e12 to 0.5: the top lies 12 decades below the spectral radius and converges last;
+    // it is exact up to rounding relative to the spectral radius within n products only while the basis stays
+    // orthogonal (without the re-orthogonalisation passes this gives −300)
+    double[] d = {-1e12, -3e9, -7e6, -1e3, -40, -2, -0.25, 0.5, -5e4, -9e8};
+    double[][] a = rotated(d, 21);
+    AtomicInteger calls = new AtomicInteger();
+    LinearOperator counted = (v, out) -> {
+      calls.incrementAndGet();
+      operator(a).apply(v, out);
+    };
+    assertEquals(0.5, Lanczos.largestEigenvalue(counted, d.length), 1e-15 * 1e12 * d.length);
+    assertTrue(calls.get() <= d.length, calls.get() + " products in dimension " + d.length);
+  }
+
+  @Test
+  void aNonFiniteTridiagonalHasANonFiniteTop() {
+    double[] top = Lanczos.topRitzPair(List.of(1.0, Double.NaN, 2.0), List.of(1.0, 0.5));
+    assertTrue(Double.isNaN(top[0]), java.util.Arrays.toString(top));
+  }
+
+  @Test
   void topRitzPairOfATridiagonal() {
     // T = [[2, 1], [1, 2]]: eigenvalues 1 and 3, top eigenvector (1, 1)/√2
     double[] top = Lanczos.topRitzPair(List.of(2.0, 2.0), List.of(1.0));
