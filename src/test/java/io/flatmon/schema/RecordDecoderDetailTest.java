@@ -272,6 +272,11 @@ class RecordDecoderDetailTest {
     Tensor t = Tensor.newBuilder().addShape(1L << 31).addShape(2).addShape(1L << 14).addShape(1L << 15).build();
     assertEquals("batch tensors decode to over 8 EiB, over the limit of 67108864 B (64.0 MiB)",
         rejected(RejectReason.TOO_LARGE, () -> huge.batch(batch(1).setInput(t).build(), head)).getMessage());
+    // (2^63 − 1) / 4 = 2^61 − 1 elements (a prime: one sample per extent) is the largest count whose bytes are exact
+    Tensor edge = Tensor.newBuilder().addShape((1L << 61) - 1).addShape(1).addShape(1).addShape(1).build();
+    String detail = rejected(RejectReason.TOO_LARGE, () -> huge.batch(batch(1).setInput(edge).build(), head))
+        .getMessage();
+    assertEquals("batch tensors decode to 9223372036854775804 B", detail.substring(0, detail.indexOf(" (")), detail);
     // 2^60 elements: 2^62 bytes is still exact
     Tensor u = Tensor.newBuilder().addShape(1L << 30).addShape(2).addShape(1L << 14).addShape(1L << 15).build();
     assertEquals("batch tensors decode to 4611686018427387904 B (4398046511104.0 MiB), over the limit of 67108864 B "
