@@ -339,10 +339,11 @@ class FlatmonMonitor:
         self._producer = Producer(producer_config(bootstrap_servers, **{
             "queue.buffering.max.kbytes": int(buffer_bytes) // 1024, "logger": KAFKA_LOG,
             "error_cb": self._outage.error_cb, **(producer_overrides or {})}))
-        try:
-            self._producer.list_topics(TELEMETRY_TOPIC, timeout=connect_timeout)
-        except KafkaException as e:
-            raise RuntimeError(unreachable(bootstrap_servers, e, connect_timeout)) from e
+        if connect_timeout is not None:  # None: no broker to check (a subclass whose _send writes elsewhere)
+            try:
+                self._producer.list_topics(TELEMETRY_TOPIC, timeout=connect_timeout)
+            except KafkaException as e:
+                raise RuntimeError(unreachable(bootstrap_servers, e, connect_timeout)) from e
         if listen:
             self._listener = _SignalListener(bootstrap_servers, self.run_id, on_signal, consumer_overrides or {},
                                              connect_timeout, self._outage)

@@ -59,7 +59,7 @@ class FileMonitor(FlatmonMonitor):
         self.out = out
         self.input_channel_rms = input_channel_rms
         kwargs.setdefault("producer_overrides", {"log_level": 0})
-        super().__init__(*args, bootstrap_servers="127.0.0.1:1", listen=False, **kwargs)
+        super().__init__(*args, bootstrap_servers="127.0.0.1:1", listen=False, connect_timeout=None, **kwargs)
 
     def _snapshot(self, step):
         s = super()._snapshot(step)
