@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from flatmon_client import FlatmonMonitor
-from flatmon_client.monitor import tensor
+from flatmon_client.tensors import delimited, tensor
 
 from . import stats
 from .models import load_split, monitored, noisy_labels, study_cnn
-from .pipeline import REPO, _varint
+from .pipeline import REPO
 
 REPARAMS = ("filter-wise", "layer-wise", "input-channel", "all three")
 MEASURES = (("kappa", "κ"), ("kappa_norm", "κ_norm"), ("trace", "Tr H"), ("lambda_max", "λ_max"),
@@ -68,10 +68,8 @@ class FileMonitor(FlatmonMonitor):
         return s
 
     def _send(self, record):
-        value = record.SerializeToString()
-        self.out.write(_varint(len(value)))
-        self.out.write(value)
-        return len(value)
+        self.out.write(delimited(record))
+        return record.ByteSize()
 
 
 def log_uniform(rng, n, lo_hi=LAMBDA_RANGE):

@@ -19,6 +19,7 @@ import torch
 
 from flatmon_client import FlatmonMonitor
 from flatmon_client.results import ResultsReader
+from flatmon_client.tensors import delimited
 
 from .models import load_split, monitored, noisy_labels, study_cnn
 
@@ -100,18 +101,6 @@ class FlatmonServe:
         return False
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 class TeeMonitor(FlatmonMonitor):
     """A FlatmonMonitor that also appends every record it publishes, length-delimited (the format of
     `flatmon compute`), to `tee` while `teeing` is true."""
@@ -124,9 +113,7 @@ class TeeMonitor(FlatmonMonitor):
     def _send(self, record):
         n = super()._send(record)
         if self.tee is not None and self.teeing:
-            value = record.SerializeToString()
-            self.tee.write(_varint(len(value)))
-            self.tee.write(value)
+            self.tee.write(delimited(record))
         return n
 
 
