@@ -20,7 +20,7 @@ import java.util.stream.Stream;
 /** The Grafana dashboards under dashboards/: loading, their panels, PromQL expressions and variables. */
 final class Dashboards {
   static final Path DIR = Path.of("dashboards");
-  /** The dashboards the issue asks for; more may be added. */
+  /** The dashboards flatmon ships (fleet overview, run detail, service health); more may be added. */
   static final List<String> REQUIRED = List.of("fleet-overview.json", "run-detail.json", "service-health.json");
   /**
    * Metrics exported only in some deployments: an expression using one must evaluate, but may be empty.
