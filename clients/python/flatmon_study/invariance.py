@@ -159,12 +159,11 @@ def measure_all(rows, train_size, out_dir, seed=0, rho="all", log=print):
                 logit_change = float((out - ref).abs().max() / ref.abs().max())
                 conv, cls = monitored(m)
                 rid = "inv-%s-%s" % (kind.replace(" ", "-"), row["key"])
-                rms = input_channel_rms(m, xtr) if rho == "all" else None
-                zero = int((rms == 0).sum()) if rms is not None else None
-                if zero:
-                    # flatmon requires ρ > 0; an identically zero channel gets ρ = 1, as flatmon's own rule
-                    # does (docs/math.md §3): its weights then enter κ_norm unnormalised
-                    rms = np.where(rms == 0, 1.0, rms)
+                full = input_channel_rms(m, xtr)
+                # channels that are zero on every training image (dead units of the previous layer): ρ = 0
+                # leaves them out of κ_norm (docs/math.md §3); counted to show that the invariance holds there
+                zero = int((full == 0).sum())
+                rms = full if rho == "all" else None
                 mon = FileMonitor(m, conv, cls, rid, out=f, samples_per_measurement=len(ytr), split_batches=128,
                                   input_channel_rms=rms)
                 mon.measure(1, train_batch=(xtr, ytr))
@@ -214,11 +213,11 @@ def summarise(items):
             b = np.array([rep[k][m] for k in keys])
             fac = b / a
             rel = np.abs(b - a) / np.abs(a)
-            # models with an identically zero input channel of the monitored conv (a dead ReLU channel):
-            # flatmon's ρ = 1 for it lets the rescaled weights of that channel into κ_norm (docs/invariance.md)
+            # models with an input channel of the monitored conv that is zero on every training image (a
+            # dead ReLU unit), reported apart because only they can show the ρ = 0 rule at work
             live = np.array([not rep[k].get("zero_rms_channels") for k in keys])
             row[m] = dict(median_rel_change=float(np.median(rel)), max_rel_change=float(rel.max()),
-                          max_rel_change_live=float(rel[live].max()) if live.any() else float("nan"),
+                          max_rel_change_dead=float(rel[~live].max()) if (~live).any() else float("nan"),
                           models_with_zero_channel=int((~live).sum()),
                           min_factor=float(fac.min()), max_factor=float(fac.max()),
                           tau_before=stats.kendall_tau_b(a, gap), tau_after=stats.kendall_tau_b(b, gap))
@@ -227,6 +226,8 @@ def summarise(items):
 
 
 def _g(x):
+    if x != x:
+        return "—"
     return "%.1e" % x if (x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e3)) else ("0" if x == 0 else "%.3g" % x)
 
 
@@ -240,13 +241,13 @@ def markdown(summary, n_models, meta):
         s = summary[kind]
         nz = s["kappa"]["models_with_zero_channel"]
         lines += ["**%s** (largest change of any logit: %.1e relative to the largest logit)" % (kind, s["logit_change_max"]),
-                  "", "| measure | rel. change median / max | max without the %d model(s) with a dead input channel "
+                  "", "| measure | rel. change median / max | max over the %d model(s) with a dead input channel "
                   "| factor min – max | τ with gap before → after |" % nz,
                   "|---|---:|---:|---:|---:|"]
         for m, _ in MEASURES:
             r = s[m]
             lines.append("| %s | %s / %s | %s | %s – %s | %+.3f → %+.3f |" % (
-                lab[m], _g(r["median_rel_change"]), _g(r["max_rel_change"]), _g(r["max_rel_change_live"]),
+                lab[m], _g(r["median_rel_change"]), _g(r["max_rel_change"]), _g(r["max_rel_change_dead"]),
                 _g(r["min_factor"]), _g(r["max_factor"]), r["tau_before"], r["tau_after"]))
         lines.append("")
     lines.append("Setting: %s" % json.dumps(meta, default=str))

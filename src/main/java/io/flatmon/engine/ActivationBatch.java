@@ -87,7 +87,8 @@ public record ActivationBatch(
 
   /**
    * Per-input-channel RMS ρ_i = sqrt(mean over samples and positions of F_i²), the normaliser of
-   * κ_norm (docs/math.md §3). A channel that is identically zero gets ρ = 1 (it contributes nothing).
+   * κ_norm (docs/math.md §3). A channel that is identically zero here gets ρ = 0, which leaves it out
+   * of κ_norm (eq. 12's pseudo-inverse); so does one whose RMS is not finite.
    */
   public double[] inputChannelRms() {
     double[] sums = new double[inputChannels];
@@ -106,7 +107,7 @@ public record ActivationBatch(
     double[] rms = new double[inputChannels];
     for (int i = 0; i < inputChannels; i++) {
       double r = Math.sqrt(sums[i] / ((double) samples * plane));
-      rms[i] = r > 0 && Double.isFinite(r) ? r : 1.0;
+      rms[i] = Double.isFinite(r) ? r : 0.0;
     }
     return rms;
   }

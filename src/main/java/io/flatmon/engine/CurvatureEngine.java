@@ -450,12 +450,15 @@ public final class CurvatureEngine implements CurvatureComputer {
     return norms;
   }
 
-  /** F_i / ρ_i into out: the input with every channel divided by its RMS (eq. 12), [B, C_in, H, W] row-major. */
+  /**
+   * F_i / ρ_i into out: the input with every channel divided by its RMS (eq. 12), [B, C_in, H, W]
+   * row-major; a channel with ρ_i = 0 becomes zero (the pseudo-inverse of D_ρ).
+   */
   private static float[] scaledByChannel(float[] input, double[] rms, int b, int cin, float[] out) {
     int plane = input.length / (b * cin);
     for (int n = 0; n < b; n++) {
       for (int i = 0; i < cin; i++) {
-        double inv = 1.0 / rms[i];
+        double inv = rms[i] > 0 ? 1.0 / rms[i] : 0.0;
         int base = (n * cin + i) * plane;
         for (int j = 0; j < plane; j++) {
           out[base + j] = (float) (input[base + j] * inv);
@@ -555,12 +558,13 @@ public final class CurvatureEngine implements CurvatureComputer {
     return out;
   }
 
-  /** 1/ρ_j over the d patch coordinates, shaped [1, 1, d] for broadcasting. */
+  /** 1/ρ_j over the d patch coordinates (0 where ρ_j = 0, eq. 12), shaped [1, 1, d] for broadcasting. */
   private INDArray inverseExpandedRms(HeadSnapshot head, double[] rms) {
     int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
     double[] inv = new double[head.patchLength()];
     for (int j = 0; j < inv.length; j++) {
-      inv[j] = 1.0 / rms[j / taps];
+      double r = rms[j / taps];
+      inv[j] = r > 0 ? 1.0 / r : 0.0;
     }
     INDArray asDouble = Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c');
     INDArray cast = asDouble.castTo(dtype);

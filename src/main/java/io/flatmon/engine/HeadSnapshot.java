@@ -235,8 +235,8 @@ public final class HeadSnapshot {
       }
       if (inputChannelRms != null) {
         for (double r : inputChannelRms) {
-          if (!(r > 0) || !Double.isFinite(r)) {
-            throw new IllegalArgumentException("input channel rms must be positive and finite: "
+          if (!(r >= 0) || !Double.isFinite(r)) {
+            throw new IllegalArgumentException("input channel rms must be finite and >= 0: "
                 + Arrays.toString(inputChannelRms));
           }
         }

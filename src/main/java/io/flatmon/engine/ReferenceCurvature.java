@@ -115,6 +115,11 @@ public final class ReferenceCurvature implements CurvatureComputer {
   }
 
   /** ρ_j² for each of the d patch coordinates (channel i covers kh·kw of them), or null. */
+  /** 1/ρ², or 0 for a channel left out of κ_norm (ρ = 0; the pseudo-inverse of eq. 12). */
+  private static double inverseOrZero(double rhoSquared) {
+    return rhoSquared > 0 ? 1.0 / rhoSquared : 0.0;
+  }
+
   static double[] expandedSquares(HeadSnapshot head, double[] inputChannelRms) {
     if (inputChannelRms == null) {
       return null;
@@ -244,7 +249,7 @@ public final class ReferenceCurvature implements CurvatureComputer {
         for (int e = 0; e < c; e++) {
           double gamma = 0.0;
           for (int j = 0; j < d; j++) {
-            double f = rhoSquared == null ? 1.0 : 1.0 / rhoSquared[j];
+            double f = rhoSquared == null ? 1.0 : inverseOrZero(rhoSquared[j]);
             gamma += g[i * d + j] * g[e * d + j] * f;
           }
           sum += omega[i * c + e] * fullA[i * c + e] * gamma;
@@ -263,7 +268,7 @@ public final class ReferenceCurvature implements CurvatureComputer {
         double s = 0.0;
         for (int j = 0; j < d; j++) {
           double xv = patches[q * d + j];
-          s += rhoSquared == null ? xv * xv : xv * xv / rhoSquared[j];
+          s += rhoSquared == null ? xv * xv : xv * xv * inverseOrZero(rhoSquared[j]);
         }
         norms[q] = s;
       }

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.flatmon.bench.SyntheticHeads;
+import java.util.List;
 import java.util.function.UnaryOperator;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -88,26 +89,89 @@ class InvarianceTest {
     HeadSnapshot head = head();
     ActivationBatch batch = batch(head);
     double[] mu = {4.0, 0.25, 1.0, 2.0};
-    int taps = GEOMETRY.kernelHeight() * GEOMETRY.kernelWidth();
-    float[] w = head.kernel().clone();
-    for (int j = 0; j < w.length; j++) {
-      w[j] = (float) (w[j] / mu[(j / taps) % CIN]);
-    }
-    float[] f = batch.input().clone();
-    int plane = batch.height() * batch.width();
-    for (int j = 0; j < f.length; j++) {
-      f[j] = (float) (f[j] * mu[(j / plane) % CIN]);
-    }
-    HeadSnapshot scaledHead = rebuild(head, x -> w, x -> x, x -> x);
-    ActivationBatch scaledBatch = new ActivationBatch(batch.samples(), CIN, batch.height(), batch.width(), f,
-        null, batch.labels());
     StepAggregate before = measure(computer, head, batch);
-    StepAggregate after = measure(computer, scaledHead, scaledBatch);
+    StepAggregate after = measure(computer, inputChannelRescaled(head, mu), inputChannelRescaled(batch, mu));
     assertSameFunction(before, after);
     assertRelative(before.relativeFlatnessNormalized().mean(), after.relativeFlatnessNormalized().mean(),
         computer.tolerance);
     assertChanged(before.relativeFlatness().mean(), after.relativeFlatness().mean(), 0.20);
     assertChanged(before.hessianTrace().mean(), after.hessianTrace().mean(), 0.05);
+  }
+
+  /**
+   * An input channel that is zero on every image (a dead unit of the layer before) has ρ = 0: its
+   * weights cannot change the outputs, and κ_norm leaves them out, so rescaling them moves nothing.
+   */
+  @ParameterizedTest
+  @EnumSource(Computer.class)
+  void inputChannelRescalingKeepsNormalizedKappaWithADeadChannel(Computer computer) {
+    HeadSnapshot head = head();
+    ActivationBatch batch = withZeroChannel(batch(head), 1);
+    double[] mu = {4.0, 0.25, 1.0, 2.0};
+    StepAggregate before = measure(computer, head, batch);
+    StepAggregate after = measure(computer, inputChannelRescaled(head, mu), inputChannelRescaled(batch, mu));
+    assertSameFunction(before, after);
+    assertRelative(before.relativeFlatnessNormalized().mean(), after.relativeFlatnessNormalized().mean(),
+        computer.tolerance);
+    assertEquals(0.0, before.inputChannelRms()[1]);
+  }
+
+  /**
+   * Streaming rule (docs/math.md §3): ρ is fixed from the first batch. A channel that is zero there
+   * but not in the second batch stays out of κ_norm for the whole measurement, which keeps it
+   * invariant.
+   */
+  @ParameterizedTest
+  @EnumSource(Computer.class)
+  void channelZeroInTheFirstBatchOnlyStaysOutOfNormalizedKappa(Computer computer) {
+    HeadSnapshot head = head();
+    ActivationBatch first = withZeroChannel(batch(head), 2);
+    ActivationBatch second = new SyntheticHeads(13).batch(head, 5, 5, 5, true);
+    double[] mu = {1.0, 2.0, 0.25, 4.0};
+    HeadSnapshot scaledHead = inputChannelRescaled(head, mu);
+    StepAggregate before = new StepAggregate();
+    StepAggregate after = new StepAggregate();
+    for (ActivationBatch b : List.of(first, second)) {
+      before.add(computer.create().compute(head, b, before.normalizerFor(head, b)));
+      ActivationBatch scaled = inputChannelRescaled(b, mu);
+      after.add(computer.create().compute(scaledHead, scaled, after.normalizerFor(scaledHead, scaled)));
+    }
+    assertSameFunction(before, after);
+    assertRelative(before.relativeFlatnessNormalized().mean(), after.relativeFlatnessNormalized().mean(),
+        computer.tolerance);
+    assertEquals(0.0, before.inputChannelRms()[2]);
+  }
+
+  /** The batch with input channel i set to zero on every sample and position. */
+  private static ActivationBatch withZeroChannel(ActivationBatch batch, int i) {
+    float[] f = batch.input().clone();
+    int plane = batch.height() * batch.width();
+    for (int j = 0; j < f.length; j++) {
+      if ((j / plane) % CIN == i) {
+        f[j] = 0f;
+      }
+    }
+    return new ActivationBatch(batch.samples(), CIN, batch.height(), batch.width(), f, null, batch.labels());
+  }
+
+  /** W[:, i] / μ_i. */
+  private static HeadSnapshot inputChannelRescaled(HeadSnapshot head, double[] mu) {
+    int taps = GEOMETRY.kernelHeight() * GEOMETRY.kernelWidth();
+    float[] w = head.kernel().clone();
+    for (int j = 0; j < w.length; j++) {
+      w[j] = (float) (w[j] / mu[(j / taps) % CIN]);
+    }
+    return rebuild(head, x -> w, x -> x, x -> x);
+  }
+
+  /** F_i · μ_i. */
+  private static ActivationBatch inputChannelRescaled(ActivationBatch batch, double[] mu) {
+    float[] f = batch.input().clone();
+    int plane = batch.height() * batch.width();
+    for (int j = 0; j < f.length; j++) {
+      f[j] = (float) (f[j] * mu[(j / plane) % CIN]);
+    }
+    return new ActivationBatch(batch.samples(), CIN, batch.height(), batch.width(), f, null, batch.labels());
   }
 
   /** The loss is unchanged, so the transformation really kept the function. */
