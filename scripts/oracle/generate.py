@@ -183,6 +183,20 @@ def confident_specs():
     return specs
 
 
+def dead_channel_specs():
+    """Input channel 1 zero on every sample (a dead unit of the layer before): rho_1 = 0, and eq. (12)'s
+    pseudo-inverse leaves the channel out of kappa_norm. A kinked, a smooth and a BN + residual head."""
+    specs = []
+    for i, (act, slope, gi, mode, K, B) in enumerate([("RELU", 0.0, 0, "plain", 10, 4),
+                                                      ("GELU", 0.0, 1, "preact", 5, 3),
+                                                      ("TANH", 0.0, 3, "scale_residual", 17, 5)]):
+        g = dict(GEOMS[gi])
+        specs.append(dict(
+            geom=g, act=act, slope=slope, B=B, K=pick_k(K, g["C"]), bias=i != 1, cls_bias=True, mode=mode,
+            labels=True, wd=None, confident=None, seed=7000 + i, dead_channel=1))
+    return specs
+
+
 # ----------------------------------------------------------------------------------------------
 # numerics helpers
 # ----------------------------------------------------------------------------------------------
@@ -329,6 +343,9 @@ def build_case(idx, spec):
     # float32 inputs; channel scales differ so that kappa_norm differs from kappa
     chan = f32(np.exp(rng.uniform(-0.7, 0.7, size=Cin)))
     cs.F = f32(rng.standard_normal((B, Cin, H, W)) * chan[None, :, None, None])
+    cs.dead_channel = spec.get("dead_channel")
+    if cs.dead_channel is not None:
+        cs.F[:, cs.dead_channel] = 0.0
     cs.W = f32(rng.standard_normal((C, Cin, kh, kw)) / (math.sqrt(d) * chan[None, :, None, None]))
     cs.beta = f32(0.3 * rng.standard_normal(C)) if spec["bias"] else None
     mode = spec["mode"]
@@ -418,7 +435,8 @@ def reduce_kernel_hessian(Hm, cs, rho2):
     C, d = cs.C, cs.d
     H4 = Hm.reshape(C, d, C, d)
     T = torch.einsum("ajbj->ab", H4)
-    Tn = torch.einsum("ajbj,j->ab", H4, 1.0 / rho2)
+    # 1/rho^2, and 0 for a channel with rho = 0: the pseudo-inverse of eq. (12)
+    Tn = torch.einsum("ajbj,j->ab", H4, torch.where(rho2 > 0, 1.0 / rho2, torch.zeros_like(rho2)))
     Wf = torch.from_numpy(cs.W.reshape(C, d).astype(np.float64))
     Om = Wf @ Wf.T
     Omn = (Wf * rho2) @ Wf.T
@@ -580,7 +598,7 @@ class MPHead:
             r2c.append(mp.fsum(mpf(float(v)) ** 2 for v in vals) / len(vals))
         kk = d // cs.Cin
         self.rho2 = [r2c[j // kk] for j in range(d)]
-        inv_r2 = [1 / v for v in self.rho2]
+        inv_r2 = [1 / v if v != 0 else mpf(0) for v in self.rho2]
         self.samples = []
         tr = kap = kapn = trV = kapV = loss = mpf(0)
         correct = 0
@@ -822,6 +840,8 @@ def describe(cs, gap):
     elif cs.send_preact:
         parts.append("pre_activation sent (no scale/residual)")
     parts.append("labels" if cs.labels is not None else "no-labels")
+    if cs.dead_channel is not None:
+        parts.append("input channel %d zero (rho = 0, left out of kappa_norm)" % cs.dead_channel)
     if cs.wd is not None:
         parts.append("weight_decay=%g" % cs.wd)
     conf = cs.spec["confident"]
@@ -895,7 +915,7 @@ def generate(out_dir, quiet=False):
         st = self_tests()
         log = (lambda *a: None) if quiet else print
         log("self-tests ok (activation derivatives vs mpmath.diff: %.1e)" % st)
-        specs = base_specs() + confident_specs()
+        specs = base_specs() + confident_specs() + dead_channel_specs()
         cases_bytes = bytearray()
         expected_bytes = bytearray()
         stats = dict(n=0, confident=0, worst_ag_cf=(0.0, None, None), worst_ag_mp=(0.0, None, None), worst_ag_mp_pure=(0.0, None, None, None), min_abs_z=(math.inf, None),

@@ -60,7 +60,7 @@ for i,e in enumerate(exps):
     H=torch.autograd.functional.hessian(L,W.reshape(-1).clone())
     d=W[0].numel(); H4=H.reshape(C,d,C,d); Tm=torch.einsum('ajbj->ab',H4)
     Wf=W.reshape(C,d); rho2=(Fx**2).mean((0,2,3)).repeat_interleave(d//W.shape[1])
-    Tn=torch.einsum('ajbj,j->ab',H4,1/rho2)
+    Tn=torch.einsum('ajbj,j->ab',H4,torch.where(rho2>0,1/rho2,torch.zeros_like(rho2)))
     got=dict(hessian_trace=float(torch.trace(Tm)), relative_flatness=float(((Wf@Wf.T)*Tm).sum()),
              relative_flatness_normalized=float(((Wf*rho2)@Wf.T*Tn).sum()),
              hessian_max_eigenvalue=float(torch.linalg.eigvalsh(H).max()))
