@@ -66,6 +66,15 @@ class RecordDecoderDetailTest {
         () -> decoder.snapshot(full().setWeightDecay(-1).build())).getMessage());
   }
 
+  /** ρ = 0 marks a channel that is zero on the measurement set (left out of κ_norm); ρ < 0 is invalid. */
+  @Test
+  void inputChannelRmsMayBeZeroButNotNegative() throws Exception {
+    assertArrayEquals(new double[] {0, 4},
+        decoder.snapshot(full().setInputChannelRms(vector(0, 4)).build()).inputChannelRms());
+    assertEquals("input channel rms must be finite and >= 0: [-0.5, 4.0]", rejected(RejectReason.INVALID_VALUE,
+        () -> decoder.snapshot(full().setInputChannelRms(vector(-0.5f, 4)).build())).getMessage());
+  }
+
   @Test
   void geometryTakesOneOrTwoValues() throws Exception {
     assertEquals(new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), decoder.snapshot(snapshot(ActivationKind.RELU).build())
