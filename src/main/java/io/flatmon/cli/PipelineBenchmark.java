@@ -86,7 +86,43 @@ public final class PipelineBenchmark {
   private final AtomicLong producedBytes = new AtomicLong();
   private final AtomicLong measuredSamples = new AtomicLong();
   private final AtomicLong measuredBatches = new AtomicLong();
-  private final List<Double> latencies = new ArrayList<>();
+  private final Latencies latencies = new Latencies();
+
+  /**
+   * Publish→result latencies, kept twice: per 5 s window (drained by each window line) and for the
+   * whole measuring period (from the end of the warm-up), so that the total's percentiles cover every
+   * window and not only the last one.
+   */
+  static final class Latencies {
+    private final List<Double> window = new ArrayList<>();
+    private final List<Double> measured = new ArrayList<>();
+    private boolean measuring;
+
+    synchronized void add(double seconds) {
+      window.add(seconds);
+      if (measuring) {
+        measured.add(seconds);
+      }
+    }
+
+    /** From now on, every latency also counts for the total. */
+    synchronized void startMeasuring() {
+      measuring = true;
+      measured.clear();
+    }
+
+    /** The latencies since the previous window, which start the next one empty. */
+    synchronized double[] drainWindow() {
+      double[] out = window.stream().mapToDouble(Double::doubleValue).toArray();
+      window.clear();
+      return out;
+    }
+
+    /** Every latency since {@link #startMeasuring()}. */
+    synchronized double[] measured() {
+      return measured.stream().mapToDouble(Double::doubleValue).toArray();
+    }
+  }
 
   public PipelineBenchmark(Options options, PrintWriter out) {
     this.options = options;
@@ -191,9 +227,7 @@ public final class PipelineBenchmark {
       if (totalBase == null && now >= measureFrom) {
         totalBase = snapshotCounters();
         cpuTotalStart = Cpu.now();
-        synchronized (latencies) {
-          latencies.clear();
-        }
+        latencies.startMeasuring();
       }
       if (now - windowStart >= 5_000_000_000L) {
         long[] c = snapshotCounters();
@@ -215,13 +249,7 @@ public final class PipelineBenchmark {
   }
 
   private Window window(double seconds, long[] base, long[] now, Cpu cpu, boolean all) {
-    double[] lat;
-    synchronized (latencies) {
-      lat = latencies.stream().mapToDouble(Double::doubleValue).toArray();
-      if (!all) {
-        latencies.clear();
-      }
-    }
+    double[] lat = all ? latencies.measured() : latencies.drainWindow();
     return new Window(seconds, now[0] - base[0], now[2] - base[2], now[1] - base[1], lat,
         cpu.process() / seconds, cpu.engines() / seconds, ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed());
   }
@@ -247,9 +275,7 @@ public final class PipelineBenchmark {
               measuredBatches.incrementAndGet();
               measuredSamples.addAndGet(options.batchSize());
               double latency = (micros() - r.getPublishTimeMicros()) / 1e6;
-              synchronized (latencies) {
-                latencies.add(latency);
-              }
+              latencies.add(latency);
             }
           } catch (Exception e) {
             // not a result: ignore
