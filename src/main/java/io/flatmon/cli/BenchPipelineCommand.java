@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -78,6 +79,9 @@ final class BenchPipelineCommand implements Callable<Integer> {
       "Kafka Streams threads (default: as flatmon serve, twice --engine-threads, at most 8)."})
   Integer streamThreads;
 
+  @Mixin
+  StreamsConfigOption streamsConfig;
+
   @Option(names = "--in-flight", defaultValue = "64", description = {
       "With --rate 0: batches published but not yet measured (default ${DEFAULT-VALUE}). Too small a window",
       "measures the window, not the pipeline: throughput <= window / latency."})
@@ -89,7 +93,8 @@ final class BenchPipelineCommand implements Callable<Integer> {
     int engines = engineThreads != null ? engineThreads : FlatmonService.defaultEngineThreads();
     new PipelineBenchmark(new PipelineBenchmark.Options(runs, rate, duration, warmup, batch, !noZ, channels, classes,
         batchesPerStep, idleRuns, dataDir,
-        streamThreads != null ? streamThreads : FlatmonService.defaultStreamThreads(engines), engines, inFlight),
+        streamThreads != null ? streamThreads : FlatmonService.defaultStreamThreads(engines), engines, inFlight,
+        streamsConfig.asMap()),
         out).run();
     return 0;
   }

@@ -4,10 +4,9 @@ import io.flatmon.service.FlatmonService;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.LinkedHashMap;
-import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -28,7 +27,7 @@ import picocli.CommandLine.Spec;
         ""},
     footer = {"", "Examples:",
         "  flatmon bench signals --runs 50",
-        "  flatmon bench signals --runs 50 --streams-config commit.interval.ms=100"})
+        "  flatmon bench signals --runs 50 --streams-config commit.interval.ms=500"})
 final class BenchSignalsCommand implements Callable<Integer> {
   @Spec
   CommandSpec spec;
@@ -55,9 +54,8 @@ final class BenchSignalsCommand implements Callable<Integer> {
   @Option(names = "--batches", defaultValue = "2", description = "Batches per measurement (default ${DEFAULT-VALUE}).")
   int batches;
 
-  @Option(names = "--streams-config", paramLabel = "KEY=VALUE", description =
-      "Kafka Streams property for the flatmon instance, for example commit.interval.ms=100 (repeatable).")
-  Map<String, String> streamsConfig = new LinkedHashMap<>();
+  @Mixin
+  StreamsConfigOption streamsConfig;
 
   @Option(names = "--data-dir", description = "Where the broker and state live (default: a temp dir).")
   Path dataDir;
@@ -67,7 +65,7 @@ final class BenchSignalsCommand implements Callable<Integer> {
     PrintWriter out = spec.commandLine().getOut();
     int engines = FlatmonService.defaultEngineThreads();
     new SignalBenchmark(new SignalBenchmark.Options(runs, interval, duration, warmup, channels, batch, batches,
-        Map.copyOf(streamsConfig), dataDir, FlatmonService.defaultStreamThreads(engines), engines), out).run();
+        streamsConfig.asMap(), dataDir, FlatmonService.defaultStreamThreads(engines), engines), out).run();
     return 0;
   }
 }

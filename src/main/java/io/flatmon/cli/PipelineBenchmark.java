@@ -50,7 +50,7 @@ public final class PipelineBenchmark {
   /** What to run. */
   public record Options(int runs, double samplesPerSecond, Duration duration, Duration warmup, int batchSize,
       boolean sendZ, int channels, int classes, int batchesPerStep, int idleRuns, Path dataDir, int streamThreads,
-      int engineThreads, int inFlight) {
+      int engineThreads, int inFlight, Map<String, Object> streamsConfig) {
   }
 
   /** Figures of one measuring window or of the whole run. */
@@ -136,7 +136,7 @@ public final class PipelineBenchmark {
   }
 
   private Window run(Path dir) throws Exception {
-    FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, Map.of(), "flatmon-bench",
+    FlatmonService.Config config = new FlatmonService.Config(null, dir, 0, options.streamsConfig(), "flatmon-bench",
         Math.max(2, Math.min(options.runs(), 12)), (short) 1, Duration.ofHours(1).toMillis(),
         options.streamThreads(), "127.0.0.1", 0,
         TopologySettings.defaults()).withThreads(options.streamThreads(), options.engineThreads());
