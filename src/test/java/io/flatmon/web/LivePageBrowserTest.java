@@ -14,6 +14,7 @@ import io.flatmon.proto.v1.PolicyMode;
 import io.flatmon.proto.v1.RunStarted;
 import io.flatmon.proto.v1.TelemetryRecord;
 import io.flatmon.service.FlatmonService;
+import io.flatmon.stream.FlatmonTopology;
 import io.flatmon.stream.it.Services;
 import io.flatmon.stream.it.TelemetryFixtures;
 import java.awt.image.BufferedImage;
@@ -37,9 +38,14 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import javax.imageio.ImageIO;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.KafkaStreams;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -47,8 +53,10 @@ import org.junit.jupiter.api.io.TempDir;
  * (one told to STOP, one to WARN, one ended, one with a run id that needs URL encoding); headless
  * Debian Chromium loads the fleet and run views; the test compares the rendered DOM with the query
  * API's JSON and looks for the drawn curves and the STOP marker in the screenshots
- * (target/web-screenshots/).
+ * (target/web-screenshots/). Last, a second instance joins and the browser, talking to it only, sees
+ * every run, those it forwards to the first instance included.
  */
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class LivePageBrowserTest {
   private static final String CHROMIUM = "/usr/bin/chromium";
   private static final int STEPS = 4;
@@ -67,14 +75,17 @@ class LivePageBrowserTest {
   @TempDir
   static Path dir;
   static FlatmonService service;
+  static String applicationId;
+  /** The instance the browser talks to: {@link #service}'s, or a second instance's in the last test. */
   static int port;
 
   @BeforeAll
   static void measureRuns() throws Exception {
     assertTrue(Files.isExecutable(Path.of(CHROMIUM)), "Debian's chromium is needed: scripts/install-deps test");
     long t0 = System.nanoTime();
-    service = Services.start(Services.config(null, dir.resolve("data"), Services.applicationId("page"), 2,
-        Map.of()));
+    applicationId = Services.applicationId("page");
+    service = Services.start(Services.config(null, dir.resolve("data"), applicationId, 2,
+        Services.fastFailover()));
     port = service.httpPort();
     // STOP: nothing improves κ by 1e9, so patience 2 is exhausted at the third step; WARN: patience 100.
     EarlyStopPolicy stop = EarlyStopPolicy.newBuilder().setMonitor(MonitoredQuantity.RELATIVE_FLATNESS)
@@ -146,6 +157,7 @@ class LivePageBrowserTest {
   }
 
   @Test
+  @Order(1)
   void servesOnlyItsFilesWithTheirTypes() throws Exception {
     assertEquals("text/html; charset=utf-8", fetch("GET", "/").headers().firstValue("Content-Type").orElse(""));
     HttpResponse<String> js = fetch("GET", "/webjars/uplot/uPlot.iife.min.js");
@@ -159,6 +171,7 @@ class LivePageBrowserTest {
   }
 
   @Test
+  @Order(2)
   void fleetViewShowsEveryRunWithTheQueryApisValues() throws Exception {
     long t0 = System.nanoTime();
     Path png = SHOTS.resolve("fleet.png").toAbsolutePath();
@@ -193,6 +206,7 @@ class LivePageBrowserTest {
   }
 
   @Test
+  @Order(3)
   void runViewDrawsCurvesAndTheStopMarker() throws Exception {
     String path = "/#/run/" + enc(STOP);
     long t0 = System.nanoTime();
@@ -234,6 +248,59 @@ class LivePageBrowserTest {
     assertTrue(train > 200 && eval > 200, "drawn curves: " + train + " train, " + eval + " eval pixels");
     // The STOP marker: a vertical line in the STOP colour, taller than any text or badge.
     assertTrue(longestVerticalRun(image, 0xc62828) > 100, "a STOP marker line across a chart");
+  }
+
+  /**
+   * A second instance of the same application joins; the browser talks to it only. The fleet view
+   * lists every run (its /runs aggregates both instances), and the run view of each run — those the
+   * first instance owns reach the browser forwarded — shows that run with the owner's values.
+   */
+  @Test
+  @Order(4)
+  void secondInstanceShowsEveryRunIncludingThoseItForwards() throws Exception {
+    int first = port;
+    try (FlatmonService second = Services.start(Services.config(service.bootstrapServers(), dir.resolve("data-b"),
+        applicationId, 2, Services.fastFailover()))) {
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+      while (!(active(service) == 1 && active(second) == 1
+          && second.streams().state() == KafkaStreams.State.RUNNING)) {
+        assertTrue(System.nanoTime() < deadline, "the two instances did not share the 2 tasks");
+        Thread.sleep(200);
+      }
+      Map<String, Integer> owners = new LinkedHashMap<>();
+      for (String run : List.of(PLAIN, STOP, WARN, ENDED)) {
+        owners.put(run, second.streams().queryMetadataForKey(FlatmonTopology.RUN_STORE, run,
+            Serdes.String().serializer()).activeHost().port());
+      }
+      System.out.println("second instance on port " + second.httpPort() + "; owners " + owners);
+      assertTrue(owners.containsValue(first), "some runs are owned by the first instance: " + owners);
+      port = second.httpPort();
+      Map<String, Map<String, String>> rows = Map.of();
+      while (rows.size() < 4) { // the second instance restores its task's stores before it answers for it
+        assertTrue(System.nanoTime() < deadline, "the second instance's fleet view: " + rows.keySet());
+        rows = fleetRows(render("/", SHOTS.resolve("fleet-second.png").toAbsolutePath(), 1400, 420));
+      }
+      for (String run : List.of(PLAIN, STOP, WARN, ENDED)) {
+        String dom = render("/#/run/" + enc(run), SHOTS.resolve("run-second.png").toAbsolutePath(), 1400, 1000);
+        assertTrue(dom.contains("class=\"run-id\">" + htmlEscape(run) + "<"), "the run view of " + run);
+        Matcher shown = Pattern.compile("data-key=\"TRAIN.relative_flatness\" data-value=\"([^\"]+)\"")
+            .matcher(dom);
+        assertTrue(shown.find(), run + " (owned by port " + owners.get(run) + "):\n" + dom);
+        // The owner's own answer, asked directly: what the forwarded page shows must be the same.
+        String latest = Services.get(owners.get(run), "/runs/" + enc(run) + "/latest");
+        assertEquals(mean(latest, LAYERS.get(0).name(), "TRAIN", "relative_flatness"),
+            Double.parseDouble(shown.group(1)), run);
+        assertEquals(mean(latest, LAYERS.get(0).name(), "TRAIN", "relative_flatness"),
+            Double.parseDouble(rows.get(run).get("kappa")), run);
+      }
+      assertTrue(rows.get(STOP).get("signal").startsWith("STOP PATIENCE_EXHAUSTED"), rows.get(STOP).toString());
+    } finally {
+      port = first;
+    }
+  }
+
+  private static int active(FlatmonService s) {
+    return s.streams().metadataForLocalThreads().stream().mapToInt(t -> t.activeTasks().size()).sum();
   }
 
   // ---------- browser ----------
