@@ -132,8 +132,9 @@ public enum EngineShape {
 
   /**
    * Flops per sample of Tr H + κ for this shape (ReLU, so no σ'' terms) as counted by docs/math.md §6
-   * — the yardstick that the benchmark's "fraction of the physical limit" divides by the sgemm peak. Only matrix products are counted (2mnk each); elementwise work, im2col, the
-   * O(KC) softmax side and Ω = W_f W_fᵀ (once per weight snapshot) are not. The engine does less than
+   * — the yardstick that the benchmark's "fraction of the physical limit" divides by the sgemm peak.
+   * Only matrix products are counted (2mnk each); elementwise work, im2col, the O(KC) softmax side
+   * and Ω = W_f W_fᵀ (once per weight snapshot) are not. The engine does less than
    * this where it can (eq. 14 forms K_p from the input's spatial Gram), and is credited with the count.
    *
    * <pre>

@@ -88,7 +88,8 @@ public record ActivationBatch(
   /**
    * Per-input-channel RMS ρ_i = sqrt(mean over samples and positions of F_i²), the normaliser of
    * κ_norm (docs/math.md §3). A channel that is identically zero here gets ρ = 0, which leaves it out
-   * of κ_norm (eq. 12's pseudo-inverse); so does one whose RMS is not finite.
+   * of κ_norm (eq. 12's pseudo-inverse); so does one whose RMS is not finite or below float32's
+   * smallest normal number (only subnormal values: 1/ρ would overflow the engine's float32).
    */
   public double[] inputChannelRms() {
     double[] sums = new double[inputChannels];
@@ -107,7 +108,7 @@ public record ActivationBatch(
     double[] rms = new double[inputChannels];
     for (int i = 0; i < inputChannels; i++) {
       double r = Math.sqrt(sums[i] / ((double) samples * plane));
-      rms[i] = Double.isFinite(r) ? r : 0.0;
+      rms[i] = Double.isFinite(r) && r >= HeadSnapshot.MIN_INPUT_CHANNEL_RMS ? r : 0.0;
     }
     return rms;
   }

@@ -458,7 +458,7 @@ public final class CurvatureEngine implements CurvatureComputer {
     int plane = input.length / (b * cin);
     for (int n = 0; n < b; n++) {
       for (int i = 0; i < cin; i++) {
-        double inv = rms[i] > 0 ? 1.0 / rms[i] : 0.0;
+        double inv = inverseRms(rms[i]);
         int base = (n * cin + i) * plane;
         for (int j = 0; j < plane; j++) {
           out[base + j] = (float) (input[base + j] * inv);
@@ -558,13 +558,20 @@ public final class CurvatureEngine implements CurvatureComputer {
     return out;
   }
 
+  /**
+   * 1/ρ, or 0 for a channel left out of κ_norm (ρ = 0; the pseudo-inverse of eq. 12). Every ρ > 0 is
+   * at least float32's smallest normal ({@link HeadSnapshot#MIN_INPUT_CHANNEL_RMS}), so 1/ρ fits a float.
+   */
+  private static double inverseRms(double rho) {
+    return rho > 0 ? 1.0 / rho : 0.0;
+  }
+
   /** 1/ρ_j over the d patch coordinates (0 where ρ_j = 0, eq. 12), shaped [1, 1, d] for broadcasting. */
   private INDArray inverseExpandedRms(HeadSnapshot head, double[] rms) {
     int taps = head.geometry().kernelHeight() * head.geometry().kernelWidth();
     double[] inv = new double[head.patchLength()];
     for (int j = 0; j < inv.length; j++) {
-      double r = rms[j / taps];
-      inv[j] = r > 0 ? 1.0 / r : 0.0;
+      inv[j] = inverseRms(rms[j / taps]);
     }
     INDArray asDouble = Nd4j.create(inv, new long[] {1, 1, inv.length}, 'c');
     INDArray cast = asDouble.castTo(dtype);

@@ -9,6 +9,12 @@ import java.util.Arrays;
  * callers hand over ownership.
  */
 public final class HeadSnapshot {
+  /**
+   * The smallest non-zero input-channel RMS ρ (float32's smallest normal number): the engine works
+   * in float32 with 1/ρ (eq. 12), which overflows below it. ρ = 0 leaves a channel out of κ_norm.
+   */
+  public static final double MIN_INPUT_CHANNEL_RMS = Float.MIN_NORMAL;
+
   private final int channels;
   private final int inputChannels;
   private final ConvGeometry geometry;
@@ -235,8 +241,9 @@ public final class HeadSnapshot {
       }
       if (inputChannelRms != null) {
         for (double r : inputChannelRms) {
-          if (!(r >= 0) || !Double.isFinite(r)) {
-            throw new IllegalArgumentException("input channel rms must be finite and >= 0: "
+          if (!(r == 0 || r >= MIN_INPUT_CHANNEL_RMS) || !Double.isFinite(r)) {
+            throw new IllegalArgumentException("input channel rms must be 0 or finite and >= "
+                + MIN_INPUT_CHANNEL_RMS + ": "
                 + Arrays.toString(inputChannelRms));
           }
         }

@@ -7,6 +7,7 @@ import io.flatmon.bench.SyntheticHeads;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -48,6 +49,38 @@ class CurvatureEngineTest {
       batch = random.withPreActivation(head, batch, 0.3);
     }
     assertEngineMatchesReference(head, batch, route);
+  }
+
+  /**
+   * A channel holding only subnormal values (RMS below float32's smallest normal) counts as zero for
+   * κ_norm: 1/ρ would overflow the engine's float32 and make κ_norm infinite or NaN.
+   */
+  @Test
+  void channelOfSubnormalValuesIsLeftOutOfNormalizedKappa() {
+    SyntheticHeads random = new SyntheticHeads(5);
+    HeadSnapshot head = random.head(6, 3, new ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1), 5, Activation.of(Activation.Kind.RELU),
+        true, false, 3.0);
+    ActivationBatch batch = random.batch(head, 4, 5, 5, true);
+    float[] subnormal = batch.input().clone();
+    float[] zero = batch.input().clone();
+    int plane = 25;
+    for (int j = 0; j < subnormal.length; j++) {
+      if ((j / plane) % 3 == 1) {
+        subnormal[j] = j % 2 == 0 ? 1e-41f : 0f;
+        zero[j] = 0f;
+      }
+    }
+    ActivationBatch withSubnormal = new ActivationBatch(4, 3, 5, 5, subnormal, null, batch.labels());
+    ActivationBatch withZero = new ActivationBatch(4, 3, 5, 5, zero, null, batch.labels());
+    double[] got = new CurvatureEngine().compute(head, withSubnormal, withSubnormal.inputChannelRms())
+        .relativeFlatnessNormalized();
+    double[] expected = new CurvatureEngine().compute(head, withZero, withZero.inputChannelRms())
+        .relativeFlatnessNormalized();
+    for (int n = 0; n < got.length; n++) {
+      assertTrue(Double.isFinite(got[n]), "κ_norm of sample " + n + ": " + got[n]);
+      assertEquals(expected[n], got[n], 1e-6 * Math.abs(expected[n]), "sample " + n);
+    }
+    assertEquals(0.0, withSubnormal.inputChannelRms()[1]);
   }
 
   /** Every per-sample output of the engine within 1e-5 of the float64 reference, with κ_norm. */

@@ -66,13 +66,16 @@ class RecordDecoderDetailTest {
         () -> decoder.snapshot(full().setWeightDecay(-1).build())).getMessage());
   }
 
-  /** ρ = 0 marks a channel that is zero on the measurement set (left out of κ_norm); ρ < 0 is invalid. */
+  /** ρ = 0 marks a channel that is zero on the measurement set (left out of κ_norm); ρ < 0 or subnormal is invalid. */
   @Test
   void inputChannelRmsMayBeZeroButNotNegative() throws Exception {
     assertArrayEquals(new double[] {0, 4},
         decoder.snapshot(full().setInputChannelRms(vector(0, 4)).build()).inputChannelRms());
-    assertEquals("input channel rms must be finite and >= 0: [-0.5, 4.0]", rejected(RejectReason.INVALID_VALUE,
-        () -> decoder.snapshot(full().setInputChannelRms(vector(-0.5f, 4)).build())).getMessage());
+    assertEquals("input channel rms must be 0 or finite and >= 1.1754943508222875E-38: [-0.5, 4.0]",
+        rejected(RejectReason.INVALID_VALUE,
+            () -> decoder.snapshot(full().setInputChannelRms(vector(-0.5f, 4)).build())).getMessage());
+    // a subnormal ρ: 1/ρ would overflow the engine's float32
+    rejected(RejectReason.INVALID_VALUE, () -> decoder.snapshot(full().setInputChannelRms(vector(1e-40f, 4)).build()));
   }
 
   @Test
